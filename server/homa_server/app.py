@@ -1,0 +1,148 @@
+"""Wires settings, providers, routing and servicers into a running server; handles shutdown and workers.
+
+`serve()` runs one server in the current event loop until `stop` is set (or SIGTERM/SIGINT when
+`handle_signals`). Shutdown: health turns NOT_SERVING, new calls are refused, calls in flight get
+`server.grace_period_s` to finish, then provider connection pools are closed.
+`run_server()` is the process entry point: with `server.workers > 1` it starts that many worker
+processes sharing the port through SO_REUSEPORT and supervises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvloop
+
+from homa_server.observability.logging import configure_logging
+from homa_server.providers.registry import ProviderRegistry
+from homa_server.routing.chat import ChatDispatcher
+from homa_server.routing.resolver import ModelResolver
+from homa_server.rpc.admin import AdminServicer
+from homa_server.rpc.chat import ChatServicer
+from homa_server.rpc.server import BuiltServer, build_server
+from homa_server.settings import Settings
+
+log = logging.getLogger("homa.app")
+
+
+@dataclass
+class Gateway:
+    """Everything a server process holds."""
+
+    settings: Settings
+    registry: ProviderRegistry
+    resolver: ModelResolver
+    dispatcher: ChatDispatcher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Gateway:
+        """Build providers and routing from validated settings."""
+        registry = ProviderRegistry.from_settings(settings)
+        resolver = ModelResolver(registry, settings.default_model)
+        return cls(settings, registry, resolver, ChatDispatcher(resolver))
+
+    def servicers(self) -> dict[str, object]:
+        """Servicer objects by service name."""
+        return {
+            "ChatService": ChatServicer(self.dispatcher, self.resolver),
+            "AdminService": AdminServicer(self.registry, self.settings),
+        }
+
+    async def aclose(self) -> None:
+        """Release provider resources."""
+        await self.registry.aclose()
+
+
+async def start(settings: Settings) -> tuple[Gateway, BuiltServer]:
+    """Build and start a server; returns once it accepts calls (used by tests and `serve`)."""
+    gateway = Gateway.from_settings(settings)
+    built = build_server(settings.server, gateway.servicers())
+    await built.server.start()
+    await built.set_serving(True)
+    return gateway, built
+
+
+async def stop(gateway: Gateway, built: BuiltServer, grace: float) -> None:
+    """Graceful stop: NOT_SERVING, drain for `grace` seconds, close providers."""
+    await built.set_serving(False)
+    await built.server.stop(grace)
+    await gateway.aclose()
+
+
+async def serve(
+    settings: Settings,
+    stop_event: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run one server until `stop_event` is set or a termination signal arrives."""
+    stop_event = stop_event or asyncio.Event()
+    gateway, built = await start(settings)
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_event.set)
+    log.info(
+        "homa listening",
+        extra={"address": f"{settings.server.host}:{built.port}", "providers": gateway.registry.names()},
+    )
+    print(f"homa listening on {settings.server.host}:{built.port}", file=sys.stderr, flush=True)
+    if on_ready is not None:
+        on_ready(built.port)
+    await stop_event.wait()
+    log.info("homa stopping", extra={"grace_s": settings.server.grace_period_s})
+    await stop(gateway, built, settings.server.grace_period_s)
+
+
+def _worker(settings: Settings) -> None:
+    configure_logging(settings.logging)
+    uvloop.run(serve(settings))
+
+
+def _supervise(settings: Settings) -> None:
+    """Run `workers` processes on one port; restart a worker that dies, stop all on SIGTERM."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def request_stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.server.workers)]
+    for process in workers:
+        process.start()
+    while not stopping:
+        time.sleep(0.2)
+        for i, process in enumerate(workers):
+            if not process.is_alive() and not stopping:
+                log.warning("worker exited; restarting", extra={"exitcode": process.exitcode})
+                workers[i] = context.Process(target=_worker, args=(settings,), daemon=False)
+                workers[i].start()
+    for process in workers:
+        if process.pid is not None and process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + settings.server.grace_period_s + 5
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+
+
+def run_server(settings: Settings) -> None:
+    """Blocking entry point for `homa serve`."""
+    configure_logging(settings.logging)
+    if settings.server.workers > 1:
+        if settings.server.port == 0:
+            raise ValueError("server.port must be fixed when server.workers > 1")
+        _supervise(settings)
+    else:
+        uvloop.run(serve(settings))

@@ -1,0 +1,111 @@
+"""Capability protocols that provider adapters implement, and the call context they receive.
+
+Adapters translate homa protobuf messages to and from their vendor's wire format directly; there is
+no intermediate model. A provider implements only the protocols for what it can do; the registry
+and routing check capabilities with `isinstance` against these runtime-checkable protocols.
+
+Cancellation: `stream_chat` is an async generator. When the caller stops iterating (client cancel,
+deadline), the generator is closed and the adapter must close its upstream HTTP response at once
+(use `async with` around the response). Adapters never swallow `CancelledError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from homa.chat.v1 import chat_service_pb2 as chat_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Per-call facts an adapter needs besides the request.
+
+    Args:
+        model: the provider-side model identifier chosen by routing (no provider prefix).
+        deadline: absolute `time.monotonic()` by which the call must finish, or None.
+        request_id: the gateway request id, forwarded upstream where the vendor accepts one.
+        first_token_timeout: seconds allowed until the first streamed event, or None.
+    """
+
+    model: str
+    deadline: float | None = None
+    request_id: str = ""
+    first_token_timeout: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without a deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What every provider instance has."""
+
+    @property
+    def name(self) -> str:
+        """Instance name from settings (for example "openai" or "mock")."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Adapter kind (for example "openai")."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled connections. Called once at shutdown."""
+        ...
+
+
+@runtime_checkable
+class ChatProvider(Provider, Protocol):
+    """Chat completions, whole and streamed."""
+
+    async def complete_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> chat_pb2.CompleteResponse:
+        """Run one completion.
+
+        Returns a response with message, finish reason, raw finish reason, usage and id set; the
+        gateway fills in `route`.
+
+        Raises:
+            GatewayError: every vendor error, mapped (see docs/errors.md).
+        """
+        ...
+
+    def stream_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+        """Stream one completion as events: `delta`, `tool_call_delta`, `tool_call`, `usage` (cumulative)
+        and, last, exactly one `finish`. The gateway adds the `route` event itself.
+
+        Raises:
+            GatewayError: before or during the stream; an upstream that ends without its terminator
+                raises UPSTREAM_STREAM_INTERRUPTED, never a silent end.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenCountingProvider(Provider, Protocol):
+    """Exact input-token counting by the provider's own endpoint or tokenizer."""
+
+    async def count_tokens(
+        self, request: chat_pb2.CountTokensRequest, ctx: CallContext
+    ) -> chat_pb2.CountTokensResponse:
+        """Count the input tokens `request` would use on `ctx.model`."""
+        ...
+
+
+@runtime_checkable
+class ModelListingProvider(Provider, Protocol):
+    """Lists the models the provider serves."""
+
+    async def list_models(self) -> list[str]:
+        """Model identifiers as the provider names them."""
+        ...

@@ -1,0 +1,64 @@
+"""Shared fixtures: an in-process Homa server on 127.0.0.1, port 0, with the mock provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from homa_server.app import Gateway, start, stop
+from homa_server.rpc.server import BuiltServer
+from homa_server.settings import Settings, load_settings
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: port 0, mock provider, no grace period, plus dotted overrides."""
+    return load_settings(overrides={"server.port": 0, "server.grace_period_s": 0.0, **overrides}, environ={})
+
+
+class RunningServer:
+    """A started in-process server and a channel to it."""
+
+    def __init__(self, gateway: Gateway, built: BuiltServer, channel: aio.Channel) -> None:
+        self.gateway = gateway
+        self.built = built
+        self.channel = channel
+        self.target = f"127.0.0.1:{built.port}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    gateway, built = await start(make_settings())
+    channel = aio.insecure_channel(f"127.0.0.1:{built.port}")
+    try:
+        yield RunningServer(gateway, built, channel)
+    finally:
+        await channel.close()
+        await stop(gateway, built, 0)
+
+
+def status_details(error: aio.AioRpcError | grpc.RpcError) -> dict[str, Any]:
+    """Decode the google.rpc.Status details of a failed call into a dict by detail type."""
+    trailers = error.trailing_metadata() or ()
+    raw = next((v for k, v in trailers if k == "grpc-status-details-bin"), None)  # type: ignore[union-attr]
+    assert raw is not None, "no status details in trailing metadata"
+    status = status_pb2.Status.FromString(raw)
+    found: dict[str, Any] = {"status": status}
+    for detail in status.details:
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.QuotaFailure,
+            error_details_pb2.RequestInfo,
+        ):
+            if detail.Is(cls.DESCRIPTOR):
+                message = cls()
+                detail.Unpack(message)
+                assert cls.__name__ not in found, f"duplicate {cls.__name__}"
+                found[cls.__name__] = message
+    return found
