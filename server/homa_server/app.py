@@ -117,7 +117,10 @@ def _supervise(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.server.workers)]
+    workers = [
+        context.Process(target=_worker, args=(settings,), daemon=False)
+        for _ in range(settings.server.workers)
+    ]
     for process in workers:
         process.start()
     while not stopping:

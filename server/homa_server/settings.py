@@ -164,9 +164,7 @@ def load_settings(
             os.environ.pop("HOMA_CONFIG_FILE_RESOLVED", None)
         settings = Settings(**init)
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        ]
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()]
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
     finally:
         if previous is None:

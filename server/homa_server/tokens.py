@@ -12,16 +12,16 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import importlib.util
 import threading
 from collections.abc import Callable, Iterable
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import orjson
 import tiktoken
-import tiktoken_ext.openai_public as openai_public
 from google.protobuf import json_format
+from tiktoken_ext import openai_public
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2

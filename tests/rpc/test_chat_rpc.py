@@ -14,7 +14,9 @@ from homa.type.v1 import content_pb2, usage_pb2
 from tests.conftest import RunningServer, status_details
 
 
-def _request(model: str = "mock/echo", text: str = "hello there", cls: type = chat_pb2.CompleteRequest) -> object:
+def _request(
+    model: str = "mock/echo", text: str = "hello there", cls: type = chat_pb2.CompleteRequest
+) -> object:
     request = cls(model=model)
     request.messages.add(role=content_pb2.ROLE_USER).parts.add(text=text)
     return request
@@ -85,7 +87,9 @@ async def test_rate_limit_carries_retry_info(server: RunningServer) -> None:
 
 async def test_stream_contract_route_first_one_finish_last(server: RunningServer) -> None:
     stub = chat_grpc.ChatServiceStub(server.channel)
-    call = stub.StreamComplete(_request(text="a fairly long prompt to stream back", cls=chat_pb2.StreamCompleteRequest))
+    call = stub.StreamComplete(
+        _request(text="a fairly long prompt to stream back", cls=chat_pb2.StreamCompleteRequest)
+    )
     events = [event async for event in call]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "route"
@@ -114,8 +118,12 @@ async def test_stream_that_dies_midway_ends_non_ok_without_finish(server: Runnin
 
 async def test_streamed_tool_call_is_reassembled(server: RunningServer) -> None:
     stub = chat_grpc.ChatServiceStub(server.channel)
-    events = [e async for e in stub.StreamComplete(_request(model="mock/tool", cls=chat_pb2.StreamCompleteRequest))]
-    fragments = "".join(e.tool_call_delta.arguments_json for e in events if e.WhichOneof("event") == "tool_call_delta")
+    events = [
+        e async for e in stub.StreamComplete(_request(model="mock/tool", cls=chat_pb2.StreamCompleteRequest))
+    ]
+    fragments = "".join(
+        e.tool_call_delta.arguments_json for e in events if e.WhichOneof("event") == "tool_call_delta"
+    )
     calls = [e.tool_call for e in events if e.WhichOneof("event") == "tool_call"]
     assert len(calls) == 1
     assert calls[0].name == "get_weather"
@@ -126,7 +134,9 @@ async def test_streamed_tool_call_is_reassembled(server: RunningServer) -> None:
 async def test_deadline_is_enforced(server: RunningServer) -> None:
     stub = chat_grpc.ChatServiceStub(server.channel)
     with pytest.raises(aio.AioRpcError) as info:
-        async for _ in stub.StreamComplete(_request(model="mock/slow", cls=chat_pb2.StreamCompleteRequest), timeout=0.3):
+        async for _ in stub.StreamComplete(
+            _request(model="mock/slow", cls=chat_pb2.StreamCompleteRequest), timeout=0.3
+        ):
             pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -155,7 +165,9 @@ async def test_first_token_timeout(server: RunningServer) -> None:
 
 async def test_client_cancel_stops_the_stream(server: RunningServer) -> None:
     stub = chat_grpc.ChatServiceStub(server.channel)
-    call = stub.StreamComplete(_request(model="mock/slow", text="x" * 200, cls=chat_pb2.StreamCompleteRequest))
+    call = stub.StreamComplete(
+        _request(model="mock/slow", text="x" * 200, cls=chat_pb2.StreamCompleteRequest)
+    )
     first = await call.read()
     assert first.WhichOneof("event") == "route"
     call.cancel()

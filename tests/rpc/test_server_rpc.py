@@ -20,7 +20,7 @@ from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa.image.v1 import image_service_pb2 as image_pb2
 from homa.image.v1 import image_service_pb2_grpc as image_grpc
 from homa.type.v1 import content_pb2
-from homa_server.app import Gateway, stop
+from homa_server.app import Gateway, start, stop
 from homa_server.providers.base import CallContext
 from homa_server.providers.registry import ProviderRegistry
 from homa_server.routing.chat import ChatDispatcher
@@ -70,7 +70,9 @@ async def test_unimplemented_bidi_rpc_names_itself(server: RunningServer) -> Non
 
 async def test_conversation_rpcs_are_unimplemented_for_now(server: RunningServer) -> None:
     with pytest.raises(aio.AioRpcError) as info:
-        await chat_grpc.ChatServiceStub(server.channel).CreateConversation(chat_pb2.CreateConversationRequest())
+        await chat_grpc.ChatServiceStub(server.channel).CreateConversation(
+            chat_pb2.CreateConversationRequest()
+        )
     _assert_unimplemented(info.value, "homa.chat.v1.ChatService/CreateConversation")
 
 
@@ -125,10 +127,14 @@ class _ExplodingProvider:
     async def aclose(self) -> None:
         return None
 
-    async def complete_chat(self, request: chat_pb2.CompleteRequest, ctx: CallContext) -> chat_pb2.CompleteResponse:
+    async def complete_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> chat_pb2.CompleteResponse:
         raise ValueError("secret sk-canary-123 leaked in a bug")
 
-    async def stream_chat(self, request: chat_pb2.CompleteRequest, ctx: CallContext) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+    async def stream_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
         yield chat_pb2.StreamCompleteResponse(delta=chat_pb2.ContentDelta(text="partial"))
         raise ValueError("secret sk-canary-123 leaked in a bug")
 
@@ -160,8 +166,6 @@ async def test_unexpected_exception_becomes_internal_without_leaking() -> None:
 
 
 async def test_graceful_stop_drains_streams_and_refuses_new_calls() -> None:
-    from homa_server.app import start
-
     settings = make_settings(**{"server.grace_period_s": 5.0})
     gateway, built = await start(settings)
     request = chat_pb2.StreamCompleteRequest(model="mock/slow")

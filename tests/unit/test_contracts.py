@@ -14,7 +14,11 @@ def _shape(message: type) -> list[tuple[str, int, int, str]]:
         if f.message_type is not None:
             # Map entry types are nested in each message; compare their key/value shape instead.
             entry = f.message_type.GetOptions().map_entry
-            kind = f"map<{f.message_type.fields[0].type},{f.message_type.fields[1].type}>" if entry else f.message_type.full_name
+            kind = (
+                f"map<{f.message_type.fields[0].type},{f.message_type.fields[1].type}>"
+                if entry
+                else f.message_type.full_name
+            )
         shape.append((f.name, f.number, f.type, kind))
     return sorted(shape)
 

@@ -31,7 +31,9 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_invalid_values_are_reported_with_their_path(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("server:\n  port: 70000\n  bogus: 1\nproviders:\n  x:\n    kind: openai\n    base_url: ftp://x\n")
+    config.write_text(
+        "server:\n  port: 70000\n  bogus: 1\nproviders:\n  x:\n    kind: openai\n    base_url: ftp://x\n"
+    )
     with pytest.raises(SettingsError) as info:
         load_settings(config, environ={})
     text = str(info.value)

@@ -12,7 +12,7 @@ deadline), the generator is closed and the adapter must close its upstream HTTP 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -80,7 +80,7 @@ class ChatProvider(Provider, Protocol):
 
     def stream_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
-    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+    ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         """Stream one completion as events: `delta`, `tool_call_delta`, `tool_call`, `usage` (cumulative)
         and, last, exactly one `finish`. The gateway adds the `route` event itself.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -157,7 +157,7 @@ class MockProvider:
 
     def _plan(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
-    ) -> tuple[dict[str, Any], str, list[content_pb2.ToolCall], int]:
+    ) -> tuple[dict[str, Any], str, list[content_pb2.ToolCall], usage_pb2.FinishReason.ValueType]:
         script = self._script(request, ctx)
         self._raise_scripted_error(script)
         calls = self._tool_calls(script)
@@ -199,7 +199,7 @@ class MockProvider:
 
     async def stream_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
-    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+    ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         script, text, calls, finish = self._plan(request, ctx)
         delay = float(script.get("delay_ms", 0)) / 1000
         size = max(1, int(script.get("chunk_chars", 8)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
@@ -101,7 +101,7 @@ class ChatDispatcher:
 
     async def stream(
         self, request: chat_pb2.CompleteRequest, remaining: float | None, request_id: str = ""
-    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+    ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         """A streamed completion; see the module docstring for the contract.
 
         Closing this generator (client cancel, deadline) closes the provider stream, and with it the

@@ -9,7 +9,7 @@ for the life of the stream. Violations are INVALID_ARGUMENT and end the stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2, usage_pb2
@@ -104,7 +104,9 @@ class ConverseSession:
         else:
             raise invalid_field(f"{where}.start", "start is only allowed as the first message")
 
-    async def turn(self, remaining: float | None, request_id: str) -> AsyncIterator[chat_pb2.ConverseResponse]:
+    async def turn(
+        self, remaining: float | None, request_id: str
+    ) -> AsyncGenerator[chat_pb2.ConverseResponse, None]:
         """Run one assistant turn over the history and relay its events."""
         request = chat_pb2.CompleteRequest()
         request.CopyFrom(self._base)
@@ -135,7 +137,7 @@ async def converse(
     requests: AsyncIterator[chat_pb2.ConverseRequest],
     time_remaining: Callable[[], float | None],
     request_id: str = "",
-) -> AsyncIterator[chat_pb2.ConverseResponse]:
+) -> AsyncGenerator[chat_pb2.ConverseResponse, None]:
     """Drive a Converse stream; see the module docstring.
 
     Args:

@@ -16,15 +16,22 @@ from grpc import aio
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa_server import __version__
 from homa_server.errors import Code, GatewayError, Reason, invalid_field
-from homa_server.routing.catalog import ModelCatalog
 from homa_server.providers.registry import ProviderRegistry
+from homa_server.routing.catalog import ModelCatalog
 from homa_server.settings import Settings
 
 Context = aio.ServicerContext[Any, Any]
 
 _DEFAULT_PAGE = 100
 _MAX_PAGE = 1000
-API_VERSIONS = ("homa.chat.v1", "homa.image.v1", "homa.audio.v1", "homa.embedding.v1", "homa.admin.v1", "homa.batch.v1")
+API_VERSIONS = (
+    "homa.chat.v1",
+    "homa.image.v1",
+    "homa.audio.v1",
+    "homa.embedding.v1",
+    "homa.admin.v1",
+    "homa.batch.v1",
+)
 FEATURES = ("chat", "chat.streaming", "chat.converse", "chat.count_tokens", "reflection", "health")
 
 
@@ -59,7 +66,9 @@ class AdminServicer:
         self._started.GetCurrentTime()
         self._instance = f"{os.uname().nodename}-{os.getpid()}"
 
-    async def ListModels(self, request: admin_pb2.ListModelsRequest, context: Context) -> admin_pb2.ListModelsResponse:
+    async def ListModels(
+        self, request: admin_pb2.ListModelsRequest, context: Context
+    ) -> admin_pb2.ListModelsResponse:
         if request.filter:
             raise invalid_field("filter", "filters are not supported yet; use `provider`")
         if request.provider:
@@ -70,7 +79,9 @@ class AdminServicer:
             models=models[start : start + size], next_page_token=_next_token(start, size, len(models))
         )
 
-    async def GetModel(self, request: admin_pb2.GetModelRequest, context: Context) -> admin_pb2.GetModelResponse:
+    async def GetModel(
+        self, request: admin_pb2.GetModelRequest, context: Context
+    ) -> admin_pb2.GetModelResponse:
         provider, sep, model = request.model.partition("/")
         if not sep or not model:
             raise invalid_field("model", "expected provider/model")
@@ -124,5 +135,3 @@ class AdminServicer:
             enabled_providers=self._registry.names(),
             features=list(FEATURES),
         )
-
-

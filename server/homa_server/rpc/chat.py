@@ -6,7 +6,7 @@ UNIMPLEMENTED through rpc/registration.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -36,12 +36,14 @@ class ChatServicer:
         self._dispatcher = dispatcher
         self._resolver = resolver
 
-    async def Complete(self, request: chat_pb2.CompleteRequest, context: Context) -> chat_pb2.CompleteResponse:
+    async def Complete(
+        self, request: chat_pb2.CompleteRequest, context: Context
+    ) -> chat_pb2.CompleteResponse:
         return await self._dispatcher.complete(request, context.time_remaining(), _request_id())
 
     async def StreamComplete(
         self, request: chat_pb2.StreamCompleteRequest, context: Context
-    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+    ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         # The two request messages are wire-identical by contract (tests/unit/test_contracts.py).
         same = chat_pb2.CompleteRequest.FromString(request.SerializeToString())
         async with aclosing(self._dispatcher.stream(same, context.time_remaining(), _request_id())) as events:
@@ -50,7 +52,7 @@ class ChatServicer:
 
     async def Converse(
         self, requests: AsyncIterator[chat_pb2.ConverseRequest], context: Context
-    ) -> AsyncIterator[chat_pb2.ConverseResponse]:
+    ) -> AsyncGenerator[chat_pb2.ConverseResponse, None]:
         stream = converse(self._dispatcher, requests, context.time_remaining, _request_id())
         async with aclosing(stream) as events:
             async for event in events:

@@ -32,9 +32,11 @@ def _unimplemented(full_name: str, method: descriptor.MethodDescriptor) -> Any:
     return unary_behavior
 
 
-def service_handler(service: descriptor.ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
+def service_handler(
+    service: descriptor.ServiceDescriptor, servicer: object
+) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler serving `service` with the methods `servicer` defines (by RPC name)."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         response_cls = message_factory.GetMessageClass(method.output_type)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from homa_server.rpc.interceptors.gateway import GatewayInterceptor
@@ -39,7 +40,7 @@ class BuiltServer:
     """A server ready to start, with its health servicer and bound port."""
 
     server: aio.Server
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     service_names: list[str] = field(default_factory=list)
 
@@ -82,7 +83,7 @@ def build_server(settings: ServerSettings, servicers: dict[str, object]) -> Buil
     for service in service_descriptors():
         server.add_generic_rpc_handlers((service_handler(service, servicers.get(service.name, object())),))
         names.append(service.full_name)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -31,7 +31,9 @@ Behavior = Callable[..., Any]
 
 
 def _internal(exc: BaseException) -> GatewayError:
-    return GatewayError("internal error", Code.INTERNAL, Reason.INTERNAL, metadata={"type": type(exc).__name__})
+    return GatewayError(
+        "internal error", Code.INTERNAL, Reason.INTERNAL, metadata={"type": type(exc).__name__}
+    )
 
 
 class _Call:
@@ -60,7 +62,11 @@ class _Call:
             error = exc
             log.info(
                 "rpc failed",
-                extra={"method": self.state.method, "request_id": self.state.request_id, "reason": str(error.reason)},
+                extra={
+                    "method": self.state.method,
+                    "request_id": self.state.request_id,
+                    "reason": str(error.reason),
+                },
             )
         else:
             error = _internal(exc)
@@ -82,7 +88,7 @@ def _wrap_unary_unary(method: str, behavior: Behavior) -> Behavior:
             response = await behavior(request, context)
             call.succeed()
             return response
-        except Exception as exc:  # noqa: BLE001 - the backstop converts everything to a status
+        except Exception as exc:
             if isinstance(exc, aio.AbortError):
                 raise
             await call.fail(exc)
@@ -112,7 +118,7 @@ def _wrap_unary_stream(method: str, behavior: Behavior) -> Behavior:
                 # A handler written with context.write() (e.g. grpc's own health Watch) is a coroutine.
                 await stream
             call.succeed()
-        except Exception as exc:  # noqa: BLE001 - the backstop converts everything to a status
+        except Exception as exc:
             if isinstance(exc, aio.AbortError):
                 raise
             await call.fail(exc)
@@ -126,17 +132,23 @@ def _wrap_stream_stream(method: str, behavior: Behavior) -> Behavior:
     return _wrap_unary_stream(method, behavior)
 
 
-class GatewayInterceptor(aio.ServerInterceptor):
+if TYPE_CHECKING:
+    _Interceptor = aio.ServerInterceptor[Any, Any]
+else:  # grpc's runtime class is not generic; the stubs' is.
+    _Interceptor = aio.ServerInterceptor
+
+
+class GatewayInterceptor(_Interceptor):
     """Wraps every method handler; see the module docstring."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
         cached = self._cache.get(method)
         if cached is not None:
@@ -149,7 +161,7 @@ class GatewayInterceptor(aio.ServerInterceptor):
         return wrapped
 
 
-def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_unary(method, handler.unary_unary),
@@ -168,6 +180,7 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+    assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
         _wrap_stream_stream(method, handler.stream_stream),
         request_deserializer=handler.request_deserializer,
