@@ -235,22 +235,135 @@ class ProviderOptions(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXTRA_BODY_FIELD_NUMBER: _builtins.int
+    VENICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def extra_body(self) -> _struct_pb2.Struct:
         """Extra top-level fields merged into the vendor request body. Fields the adapter sets itself win."""
+
+    @_builtins.property
+    def venice(self) -> Global___VeniceParameters:
+        """Venice AI parameters (sent as `venice_parameters`); ignored by other providers."""
 
     def __init__(
         self,
         *,
         extra_body: _struct_pb2.Struct | None = ...,
+        venice: Global___VeniceParameters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extra_body", b"extra_body"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra_body", b"extra_body", "venice", b"venice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_body", b"extra_body"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_body", b"extra_body", "venice", b"venice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderOptions: _TypeAlias = ProviderOptions  # noqa: Y015
+
+@_typing.final
+class VeniceParameters(_message.Message):
+    """Venice AI's own chat parameters. Fields 1-8 are sent inside `venice_parameters`; 9-12 are Venice's
+    extra top-level sampling fields.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLE_WEB_SEARCH_FIELD_NUMBER: _builtins.int
+    INCLUDE_VENICE_SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    STRIP_THINKING_RESPONSE_FIELD_NUMBER: _builtins.int
+    DISABLE_THINKING_FIELD_NUMBER: _builtins.int
+    CHARACTER_SLUG_FIELD_NUMBER: _builtins.int
+    ENABLE_WEB_CITATIONS_FIELD_NUMBER: _builtins.int
+    INCLUDE_SEARCH_RESULTS_IN_STREAM_FIELD_NUMBER: _builtins.int
+    ENABLE_WEB_SCRAPING_FIELD_NUMBER: _builtins.int
+    MIN_P_FIELD_NUMBER: _builtins.int
+    REPETITION_PENALTY_FIELD_NUMBER: _builtins.int
+    MIN_TEMP_FIELD_NUMBER: _builtins.int
+    MAX_TEMP_FIELD_NUMBER: _builtins.int
+    enable_web_search: _builtins.str
+    """Web search: "auto", "on" or "off"; empty = Venice default."""
+    include_venice_system_prompt: _builtins.bool
+    """Include Venice's default system prompt; unset = Venice default (true)."""
+    strip_thinking_response: _builtins.bool
+    """Remove <think> blocks from reasoning models' answers."""
+    disable_thinking: _builtins.bool
+    """Disable thinking on reasoning models."""
+    character_slug: _builtins.str
+    """Public character to chat with."""
+    enable_web_citations: _builtins.bool
+    """Ask for citations when web search is used."""
+    include_search_results_in_stream: _builtins.bool
+    """Include search results in the stream (first chunk)."""
+    enable_web_scraping: _builtins.bool
+    """Use web scraping of URLs in the prompt."""
+    min_p: _builtins.float
+    """Minimum probability sampling (Venice extension)."""
+    repetition_penalty: _builtins.float
+    """Repetition penalty (Venice extension)."""
+    min_temp: _builtins.float
+    """Minimum temperature for dynamic temperature scaling."""
+    max_temp: _builtins.float
+    """Maximum temperature for dynamic temperature scaling."""
+    def __init__(
+        self,
+        *,
+        enable_web_search: _builtins.str = ...,
+        include_venice_system_prompt: _builtins.bool | None = ...,
+        strip_thinking_response: _builtins.bool | None = ...,
+        disable_thinking: _builtins.bool | None = ...,
+        character_slug: _builtins.str = ...,
+        enable_web_citations: _builtins.bool | None = ...,
+        include_search_results_in_stream: _builtins.bool | None = ...,
+        enable_web_scraping: _builtins.bool | None = ...,
+        min_p: _builtins.float | None = ...,
+        repetition_penalty: _builtins.float | None = ...,
+        min_temp: _builtins.float | None = ...,
+        max_temp: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_disable_thinking", b"_disable_thinking", "_enable_web_citations", b"_enable_web_citations", "_enable_web_scraping", b"_enable_web_scraping", "_include_search_results_in_stream", b"_include_search_results_in_stream", "_include_venice_system_prompt", b"_include_venice_system_prompt", "_max_temp", b"_max_temp", "_min_p", b"_min_p", "_min_temp", b"_min_temp", "_repetition_penalty", b"_repetition_penalty", "_strip_thinking_response", b"_strip_thinking_response", "disable_thinking", b"disable_thinking", "enable_web_citations", b"enable_web_citations", "enable_web_scraping", b"enable_web_scraping", "include_search_results_in_stream", b"include_search_results_in_stream", "include_venice_system_prompt", b"include_venice_system_prompt", "max_temp", b"max_temp", "min_p", b"min_p", "min_temp", b"min_temp", "repetition_penalty", b"repetition_penalty", "strip_thinking_response", b"strip_thinking_response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disable_thinking", b"_disable_thinking", "_enable_web_citations", b"_enable_web_citations", "_enable_web_scraping", b"_enable_web_scraping", "_include_search_results_in_stream", b"_include_search_results_in_stream", "_include_venice_system_prompt", b"_include_venice_system_prompt", "_max_temp", b"_max_temp", "_min_p", b"_min_p", "_min_temp", b"_min_temp", "_repetition_penalty", b"_repetition_penalty", "_strip_thinking_response", b"_strip_thinking_response", "character_slug", b"character_slug", "disable_thinking", b"disable_thinking", "enable_web_citations", b"enable_web_citations", "enable_web_scraping", b"enable_web_scraping", "enable_web_search", b"enable_web_search", "include_search_results_in_stream", b"include_search_results_in_stream", "include_venice_system_prompt", b"include_venice_system_prompt", "max_temp", b"max_temp", "min_p", b"min_p", "min_temp", b"min_temp", "repetition_penalty", b"repetition_penalty", "strip_thinking_response", b"strip_thinking_response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__disable_thinking: _TypeAlias = _typing.Literal["disable_thinking"]  # noqa: Y015
+    _WhichOneofArgType__disable_thinking: _TypeAlias = _typing.Literal["_disable_thinking", b"_disable_thinking"]  # noqa: Y015
+    _WhichOneofReturnType__enable_web_citations: _TypeAlias = _typing.Literal["enable_web_citations"]  # noqa: Y015
+    _WhichOneofArgType__enable_web_citations: _TypeAlias = _typing.Literal["_enable_web_citations", b"_enable_web_citations"]  # noqa: Y015
+    _WhichOneofReturnType__enable_web_scraping: _TypeAlias = _typing.Literal["enable_web_scraping"]  # noqa: Y015
+    _WhichOneofArgType__enable_web_scraping: _TypeAlias = _typing.Literal["_enable_web_scraping", b"_enable_web_scraping"]  # noqa: Y015
+    _WhichOneofReturnType__include_search_results_in_stream: _TypeAlias = _typing.Literal["include_search_results_in_stream"]  # noqa: Y015
+    _WhichOneofArgType__include_search_results_in_stream: _TypeAlias = _typing.Literal["_include_search_results_in_stream", b"_include_search_results_in_stream"]  # noqa: Y015
+    _WhichOneofReturnType__include_venice_system_prompt: _TypeAlias = _typing.Literal["include_venice_system_prompt"]  # noqa: Y015
+    _WhichOneofArgType__include_venice_system_prompt: _TypeAlias = _typing.Literal["_include_venice_system_prompt", b"_include_venice_system_prompt"]  # noqa: Y015
+    _WhichOneofReturnType__max_temp: _TypeAlias = _typing.Literal["max_temp"]  # noqa: Y015
+    _WhichOneofArgType__max_temp: _TypeAlias = _typing.Literal["_max_temp", b"_max_temp"]  # noqa: Y015
+    _WhichOneofReturnType__min_p: _TypeAlias = _typing.Literal["min_p"]  # noqa: Y015
+    _WhichOneofArgType__min_p: _TypeAlias = _typing.Literal["_min_p", b"_min_p"]  # noqa: Y015
+    _WhichOneofReturnType__min_temp: _TypeAlias = _typing.Literal["min_temp"]  # noqa: Y015
+    _WhichOneofArgType__min_temp: _TypeAlias = _typing.Literal["_min_temp", b"_min_temp"]  # noqa: Y015
+    _WhichOneofReturnType__repetition_penalty: _TypeAlias = _typing.Literal["repetition_penalty"]  # noqa: Y015
+    _WhichOneofArgType__repetition_penalty: _TypeAlias = _typing.Literal["_repetition_penalty", b"_repetition_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__strip_thinking_response: _TypeAlias = _typing.Literal["strip_thinking_response"]  # noqa: Y015
+    _WhichOneofArgType__strip_thinking_response: _TypeAlias = _typing.Literal["_strip_thinking_response", b"_strip_thinking_response"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__disable_thinking) -> _WhichOneofReturnType__disable_thinking | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enable_web_citations) -> _WhichOneofReturnType__enable_web_citations | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enable_web_scraping) -> _WhichOneofReturnType__enable_web_scraping | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__include_search_results_in_stream) -> _WhichOneofReturnType__include_search_results_in_stream | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__include_venice_system_prompt) -> _WhichOneofReturnType__include_venice_system_prompt | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_temp) -> _WhichOneofReturnType__max_temp | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_p) -> _WhichOneofReturnType__min_p | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_temp) -> _WhichOneofReturnType__min_temp | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__repetition_penalty) -> _WhichOneofReturnType__repetition_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strip_thinking_response) -> _WhichOneofReturnType__strip_thinking_response | None: ...
+
+Global___VeniceParameters: _TypeAlias = VeniceParameters  # noqa: Y015
 
 @_typing.final
 class CompleteRequest(_message.Message):
@@ -432,6 +545,7 @@ class CompleteResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Completion identifier (the provider's when it gives one)."""
     finish_reason: _usage_pb2.FinishReason.ValueType
@@ -454,6 +568,10 @@ class CompleteResponse(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the completion was created."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.Citation]:
+        """Sources the model cited (web search, documents)."""
+
     def __init__(
         self,
         *,
@@ -464,10 +582,11 @@ class CompleteResponse(_message.Message):
         usage: _usage_pb2.Usage | None = ...,
         route: _usage_pb2.Route | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        citations: _abc.Iterable[_content_pb2.Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "message", b"message", "route", b"route", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_reason", b"finish_reason", "id", b"id", "message", b"message", "raw_finish_reason", b"raw_finish_reason", "route", b"route", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "create_time", b"create_time", "finish_reason", b"finish_reason", "id", b"id", "message", b"message", "raw_finish_reason", b"raw_finish_reason", "route", b"route", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -750,6 +869,7 @@ class StreamCompleteResponse(_message.Message):
     TOOL_CALL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    CITATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def route(self) -> _usage_pb2.Route:
         """Sent first: which deployment serves the stream."""
@@ -774,6 +894,10 @@ class StreamCompleteResponse(_message.Message):
     def finish(self) -> Global___Finish:
         """End of a successful stream; always last."""
 
+    @_builtins.property
+    def citation(self) -> _content_pb2.Citation:
+        """A source cited by the answer."""
+
     def __init__(
         self,
         *,
@@ -783,12 +907,13 @@ class StreamCompleteResponse(_message.Message):
         tool_call: _content_pb2.ToolCall | None = ...,
         usage: _usage_pb2.Usage | None = ...,
         finish: Global___Finish | None = ...,
+        citation: _content_pb2.Citation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "finish", b"finish", "route", b"route", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "delta", b"delta", "event", b"event", "finish", b"finish", "route", b"route", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "event", b"event", "finish", b"finish", "route", b"route", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "delta", b"delta", "event", b"event", "finish", b"finish", "route", b"route", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["route", "delta", "tool_call_delta", "tool_call", "usage", "finish"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["route", "delta", "tool_call_delta", "tool_call", "usage", "finish", "citation"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

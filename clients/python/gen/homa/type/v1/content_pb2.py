@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahoma/type/v1/content.proto\x12\x0choma.type.v1\x1a\x1cgoogle/protobuf/struct.proto\"\\\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.homa.type.v1.Role\x12!\n\x05parts\x18\x02 \x03(\x0b\x32\x12.homa.type.v1.Part\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xb2\x02\n\x04Part\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12/\n\x0binline_data\x18\x02 \x01(\x0b\x32\x18.homa.type.v1.InlineDataH\x00\x12)\n\x08\x66ile_uri\x18\x03 \x01(\x0b\x32\x15.homa.type.v1.FileUriH\x00\x12+\n\ttool_call\x18\x04 \x01(\x0b\x32\x16.homa.type.v1.ToolCallH\x00\x12/\n\x0btool_result\x18\x05 \x01(\x0b\x32\x18.homa.type.v1.ToolResultH\x00\x12,\n\treasoning\x18\x06 \x01(\x0b\x32\x17.homa.type.v1.ReasoningH\x00\x12*\n\x08\x64ocument\x18\x07 \x01(\x0b\x32\x16.homa.type.v1.DocumentH\x00\x42\x06\n\x04kind\"X\n\nInlineData\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0e\x32\x19.homa.type.v1.ImageDetail\"T\n\x07\x46ileUri\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0e\x32\x19.homa.type.v1.ImageDetail\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\">\n\tReasoning\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x10\n\x08redacted\x18\x03 \x01(\x08\"G\n\x08\x44ocument\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\"f\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xa6\x01\n\nToolChoice\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.homa.type.v1.ToolChoice.Mode\x12\x0c\n\x04name\x18\x02 \x01(\t\"]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\r\n\tMODE_NONE\x10\x02\x12\x11\n\rMODE_REQUIRED\x10\x03\x12\x0e\n\nMODE_NAMED\x10\x04\"\xed\x01\n\x0eResponseFormat\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.homa.type.v1.ResponseFormat.Type\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12,\n\x0bjson_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"W\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\x14\n\x10TYPE_JSON_OBJECT\x10\x02\x12\x14\n\x10TYPE_JSON_SCHEMA\x10\x03*s\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\x12\n\x0eROLE_DEVELOPER\x10\x02\x12\r\n\tROLE_USER\x10\x03\x12\x12\n\x0eROLE_ASSISTANT\x10\x04\x12\r\n\tROLE_TOOL\x10\x05*o\n\x0bImageDetail\x12\x1c\n\x18IMAGE_DETAIL_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_DETAIL_AUTO\x10\x01\x12\x14\n\x10IMAGE_DETAIL_LOW\x10\x02\x12\x15\n\x11IMAGE_DETAIL_HIGH\x10\x03\x42<Z:github.com/homa-ai/homa/clients/go/gen/homa/type/v1;typev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahoma/type/v1/content.proto\x12\x0choma.type.v1\x1a\x1cgoogle/protobuf/struct.proto\"\\\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.homa.type.v1.Role\x12!\n\x05parts\x18\x02 \x03(\x0b\x32\x12.homa.type.v1.Part\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xb2\x02\n\x04Part\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12/\n\x0binline_data\x18\x02 \x01(\x0b\x32\x18.homa.type.v1.InlineDataH\x00\x12)\n\x08\x66ile_uri\x18\x03 \x01(\x0b\x32\x15.homa.type.v1.FileUriH\x00\x12+\n\ttool_call\x18\x04 \x01(\x0b\x32\x16.homa.type.v1.ToolCallH\x00\x12/\n\x0btool_result\x18\x05 \x01(\x0b\x32\x18.homa.type.v1.ToolResultH\x00\x12,\n\treasoning\x18\x06 \x01(\x0b\x32\x17.homa.type.v1.ReasoningH\x00\x12*\n\x08\x64ocument\x18\x07 \x01(\x0b\x32\x16.homa.type.v1.DocumentH\x00\x42\x06\n\x04kind\"X\n\nInlineData\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0e\x32\x19.homa.type.v1.ImageDetail\"T\n\x07\x46ileUri\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0e\x32\x19.homa.type.v1.ImageDetail\"O\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\">\n\tReasoning\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x10\n\x08redacted\x18\x03 \x01(\x08\"G\n\x08\x44ocument\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\"f\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xa6\x01\n\nToolChoice\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.homa.type.v1.ToolChoice.Mode\x12\x0c\n\x04name\x18\x02 \x01(\t\"]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\r\n\tMODE_NONE\x10\x02\x12\x11\n\rMODE_REQUIRED\x10\x03\x12\x0e\n\nMODE_NAMED\x10\x04\"\xed\x01\n\x0eResponseFormat\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.homa.type.v1.ResponseFormat.Type\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12,\n\x0bjson_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"W\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\x14\n\x10TYPE_JSON_OBJECT\x10\x02\x12\x14\n\x10TYPE_JSON_SCHEMA\x10\x03\"u\n\x08\x43itation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\ncited_text\x18\x03 \x01(\t\x12\x13\n\x0bstart_index\x18\x04 \x01(\x05\x12\x11\n\tend_index\x18\x05 \x01(\x05\x12\x11\n\tsource_id\x18\x06 \x01(\t*s\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\x12\n\x0eROLE_DEVELOPER\x10\x02\x12\r\n\tROLE_USER\x10\x03\x12\x12\n\x0eROLE_ASSISTANT\x10\x04\x12\r\n\tROLE_TOOL\x10\x05*o\n\x0bImageDetail\x12\x1c\n\x18IMAGE_DETAIL_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_DETAIL_AUTO\x10\x01\x12\x14\n\x10IMAGE_DETAIL_LOW\x10\x02\x12\x15\n\x11IMAGE_DETAIL_HIGH\x10\x03\x42<Z:github.com/homa-ai/homa/clients/go/gen/homa/type/v1;typev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'homa.type.v1.content_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z:github.com/homa-ai/homa/clients/go/gen/homa/type/v1;typev1'
-  _globals['_ROLE']._serialized_start=1450
-  _globals['_ROLE']._serialized_end=1565
-  _globals['_IMAGEDETAIL']._serialized_start=1567
-  _globals['_IMAGEDETAIL']._serialized_end=1678
+  _globals['_ROLE']._serialized_start=1588
+  _globals['_ROLE']._serialized_end=1703
+  _globals['_IMAGEDETAIL']._serialized_start=1705
+  _globals['_IMAGEDETAIL']._serialized_end=1816
   _globals['_MESSAGE']._serialized_start=74
   _globals['_MESSAGE']._serialized_end=166
   _globals['_PART']._serialized_start=169
@@ -46,21 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILEURI']._serialized_start=567
   _globals['_FILEURI']._serialized_end=651
   _globals['_TOOLCALL']._serialized_start=653
-  _globals['_TOOLCALL']._serialized_end=713
-  _globals['_TOOLRESULT']._serialized_start=715
-  _globals['_TOOLRESULT']._serialized_end=798
-  _globals['_REASONING']._serialized_start=800
-  _globals['_REASONING']._serialized_end=862
-  _globals['_DOCUMENT']._serialized_start=864
-  _globals['_DOCUMENT']._serialized_end=935
-  _globals['_TOOL']._serialized_start=937
-  _globals['_TOOL']._serialized_end=1039
-  _globals['_TOOLCHOICE']._serialized_start=1042
-  _globals['_TOOLCHOICE']._serialized_end=1208
-  _globals['_TOOLCHOICE_MODE']._serialized_start=1115
-  _globals['_TOOLCHOICE_MODE']._serialized_end=1208
-  _globals['_RESPONSEFORMAT']._serialized_start=1211
-  _globals['_RESPONSEFORMAT']._serialized_end=1448
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=1361
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=1448
+  _globals['_TOOLCALL']._serialized_end=732
+  _globals['_TOOLRESULT']._serialized_start=734
+  _globals['_TOOLRESULT']._serialized_end=817
+  _globals['_REASONING']._serialized_start=819
+  _globals['_REASONING']._serialized_end=881
+  _globals['_DOCUMENT']._serialized_start=883
+  _globals['_DOCUMENT']._serialized_end=954
+  _globals['_TOOL']._serialized_start=956
+  _globals['_TOOL']._serialized_end=1058
+  _globals['_TOOLCHOICE']._serialized_start=1061
+  _globals['_TOOLCHOICE']._serialized_end=1227
+  _globals['_TOOLCHOICE_MODE']._serialized_start=1134
+  _globals['_TOOLCHOICE_MODE']._serialized_end=1227
+  _globals['_RESPONSEFORMAT']._serialized_start=1230
+  _globals['_RESPONSEFORMAT']._serialized_end=1467
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=1380
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=1467
+  _globals['_CITATION']._serialized_start=1469
+  _globals['_CITATION']._serialized_end=1586
 # @@protoc_insertion_point(module_scope)
