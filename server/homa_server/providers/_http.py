@@ -1,0 +1,184 @@
+"""Shared HTTP plumbing for provider adapters: pooled clients, per-call timeouts, transport errors.
+
+Every provider instance owns exactly one `httpx.AsyncClient` (built by `build_client`) for its whole
+life, so connections are reused across calls (keep-alive, one TLS handshake per connection).
+HTTP/1.1 only: vendors stream SSE over HTTP/1.1 fine, and HTTP/2 through httpx costs more CPU per
+request than it saves at our concurrency.
+
+Deadlines: `TimeoutPolicy.for_call` bounds every httpx phase by what is left of the caller's
+deadline, so a call never outlives its gRPC deadline by more than one read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from homa_server.errors import Code, GatewayError, Reason
+from homa_server.providers.base import CallContext
+from homa_server.settings import ProviderSettings
+
+__all__ = [
+    "TimeoutPolicy",
+    "build_client",
+    "deadline_exceeded",
+    "parse_retry_after",
+    "transport_error",
+    "upstream_timeout",
+]
+
+
+def build_client(
+    settings: ProviderSettings,
+    *,
+    headers: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """Build the one pooled client of a provider instance.
+
+    Args:
+        settings: pool limits and timeouts come from here.
+        headers: default headers sent on every request (auth, vendor version headers, ...). Built once
+            here so requests do not rebuild them.
+        transport: replaces the default HTTP/1.1 transport (benchmarks, alternative transports).
+            Environment proxies (`HTTPS_PROXY`, `NO_PROXY`) apply only to the default transport.
+
+    The caller must `await client.aclose()` at shutdown. Redirects are not followed: a vendor API
+    that redirects is misconfigured, and following could leak the auth header to another host.
+    """
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive_connections,
+    )
+    return httpx.AsyncClient(
+        headers=headers,
+        timeout=TimeoutPolicy(settings).default,
+        limits=limits,
+        http1=True,
+        http2=False,
+        follow_redirects=False,
+        transport=transport,
+    )
+
+
+class TimeoutPolicy:
+    """Turns a call's deadline into an `httpx.Timeout` (computed once per provider, then per call).
+
+    Without a deadline, the settings apply: connect = `connect_timeout_s`; read, write and pool =
+    `read_timeout_s`. With a deadline, each phase is capped by the time remaining:
+    connect = min(connect, remaining), read/write/pool = min(read, remaining).
+    Note that httpx's read timeout is per read, not total; callers that need a hard total for a
+    whole body wrap the call in `asyncio.timeout(remaining)`.
+    """
+
+    __slots__ = ("_connect", "_read", "default")
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self._connect = settings.connect_timeout_s
+        self._read = settings.read_timeout_s
+        self.default = httpx.Timeout(self._read, connect=self._connect)
+
+    def for_call(self, ctx: CallContext) -> httpx.Timeout:
+        """The timeout for one request of `ctx`.
+
+        Raises:
+            GatewayError: DEADLINE_EXCEEDED (reason DEADLINE_EXCEEDED) when the deadline has already
+                passed, so no request is sent that cannot finish in time.
+        """
+        remaining = ctx.remaining()
+        if remaining is None:
+            return self.default
+        if remaining <= 0.0:
+            raise deadline_exceeded()
+        bounded = min(self._read, remaining)
+        return httpx.Timeout(bounded, connect=min(self._connect, remaining))
+
+
+def deadline_exceeded() -> GatewayError:
+    """DEADLINE_EXCEEDED raised before contacting the upstream: the caller's deadline is spent."""
+    return GatewayError(
+        "the call deadline passed before the upstream request",
+        Code.DEADLINE_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+    )
+
+
+def upstream_timeout(provider: str, detail: str) -> GatewayError:
+    """DEADLINE_EXCEEDED / UPSTREAM_TIMEOUT: the upstream did not answer within the time allowed."""
+    return GatewayError(
+        f"{provider} did not answer in time: {detail}",
+        Code.DEADLINE_EXCEEDED,
+        Reason.UPSTREAM_TIMEOUT,
+        retryable=True,
+        metadata={"provider": provider},
+    )
+
+
+def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
+    """Map an httpx failure that happened before a response arrived.
+
+    - any timeout (connect, read, write, pool) -> DEADLINE_EXCEEDED, UPSTREAM_TIMEOUT, retryable
+    - connection refused / DNS / TLS failure -> UNAVAILABLE, UPSTREAM_UNAVAILABLE, retryable
+    - anything else (connection reset, protocol error, ...) -> UNAVAILABLE, UPSTREAM_UNAVAILABLE,
+      retryable: a dropped keep-alive connection is the usual cause and a new one usually works.
+
+    The message names the exception class only: httpx messages may carry URLs, and URLs of some
+    vendors carry credentials.
+    """
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return upstream_timeout(provider, kind)
+    detail = "could not connect" if isinstance(exc, httpx.ConnectError) else "transport failure"
+    return GatewayError(
+        f"{provider} is unreachable: {detail} ({kind})",
+        Code.UNAVAILABLE,
+        Reason.UPSTREAM_UNAVAILABLE,
+        retryable=True,
+        metadata={"provider": provider, "transport_error": kind},
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from `retry-after-ms` or `retry-after`, else None.
+
+    `retry-after-ms` (milliseconds, OpenAI/Azure SDK convention) wins over `retry-after`, which is
+    either delta-seconds or an HTTP date (RFC 9110 section 10.2.3). Negative, malformed or past
+    values give None or 0.0 respectively. `headers` lookups must be case-insensitive
+    (`httpx.Headers` is).
+
+    Args:
+        headers: response headers.
+        now: current Unix time for HTTP-date values (defaults to `time.time()`).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis:
+        seconds = _non_negative_float(millis)
+        if seconds is not None:
+            return seconds / 1000.0
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _non_negative_float(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means "GMT" was omitted
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _non_negative_float(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0.0:
+        return None
+    return number

@@ -1,0 +1,269 @@
+"""`OpenAIProvider`: chat (whole and streamed), token counting and model listing over HTTP.
+
+Serves api.openai.com and any OpenAI-compatible server (`base_url`; the API key is optional there,
+and without one no Authorization header is sent). Everything that does not depend on the request
+is computed once in `__init__`: the pooled client with its default headers (auth, organization,
+project, `settings.headers`), the endpoint URLs and the timeout policy.
+
+Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
+the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
+until the first event arrives. Cancellation: the streamed response lives inside `async with`, so
+closing or cancelling the generator closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import orjson
+
+from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa_server.errors import upstream_interrupted
+from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.providers._sse import SSETruncated, aiter_sse
+from homa_server.providers.base import CallContext
+from homa_server.providers.openai.chat_request import build_chat_body
+from homa_server.providers.openai.chat_response import parse_completion
+from homa_server.providers.openai.chat_stream import DONE, ChatStreamDecoder
+from homa_server.providers.openai.error_mapping import error_from_response, protocol_error
+from homa_server.providers.openai.responses_input import build_input_tokens_body
+from homa_server.settings import ProviderSettings
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_USER_AGENT = "homa-gateway"
+# After [DONE] the rest of the body (the chunked terminator) is read so the connection can be
+# reused, but never for longer than this: a server that keeps the stream open must not hold us.
+_DRAIN_TIMEOUT_S = 0.5
+
+
+class OpenAIProvider:
+    """Adapter for the OpenAI API and OpenAI-compatible servers.
+
+    Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
+
+    Args:
+        name: instance name from settings (used in errors and metadata).
+        settings: `base_url` (default https://api.openai.com/v1), `api_key` (optional),
+            `organization`, `project`, extra `headers` (they override the defaults), pool limits
+            and timeouts.
+    """
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        self._name = name
+        self._kind = settings.kind
+        base = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._chat_url = httpx.URL(f"{base}/chat/completions")
+        self._input_tokens_url = httpx.URL(f"{base}/responses/input_tokens")
+        self._models_url = httpx.URL(f"{base}/models")
+        headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        if settings.api_key is not None and settings.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        if settings.organization:
+            headers["OpenAI-Organization"] = settings.organization
+        if settings.project:
+            headers["OpenAI-Project"] = settings.project
+        headers.update(settings.headers)
+        self._timeouts = TimeoutPolicy(settings)
+        self._client = build_client(settings, headers=headers)
+
+    @property
+    def name(self) -> str:
+        """Instance name from settings."""
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        """The configured adapter kind ("openai", or e.g. "openai_compatible" for other servers)."""
+        return self._kind
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. The provider must not be used afterwards."""
+        await self._client.aclose()
+
+    async def complete_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> chat_pb2.CompleteResponse:
+        """One chat completion. See `ChatProvider.complete_chat`.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT before any HTTP call for invalid input; mapped upstream
+                errors otherwise (see error_mapping); UPSTREAM_TIMEOUT past the deadline.
+        """
+        body = orjson.dumps(build_chat_body(request, ctx.model, stream=False))
+        payload = await self._post_json(self._chat_url, body, ctx)
+        return parse_completion(self._name, payload)
+
+    async def stream_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+        """Stream one completion. See `ChatProvider.stream_chat` and `ChatStreamDecoder`.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT (on first iteration, before any HTTP call); mapped HTTP
+                errors; a mapped `{"error": ...}` event; UPSTREAM_PROTOCOL_ERROR for malformed
+                events; UPSTREAM_STREAM_INTERRUPTED when the body ends or breaks before `[DONE]`;
+                UPSTREAM_TIMEOUT when the deadline or the first-token timeout passes.
+
+        Cancellation: closing the generator (or cancelling the task iterating it) closes the
+        upstream response immediately; `CancelledError` is never swallowed.
+        """
+        body = orjson.dumps(build_chat_body(request, ctx.model, stream=True))
+        timeout = self._timeouts.for_call(ctx)
+        decoder = ChatStreamDecoder(self._name, ctx.model)
+        deadline = ctx.deadline
+        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
+        started = False  # response headers received: later transport failures are interruptions
+        try:
+            async with AsyncExitStack() as stack:
+                async with _first_token_timer(first_at):
+                    response = await stack.enter_async_context(
+                        self._client.stream(
+                            "POST",
+                            self._chat_url,
+                            content=body,
+                            headers=_request_headers(ctx),
+                            timeout=timeout,
+                        )
+                    )
+                    started = True
+                    await self._check_stream_response(response, ctx)
+                    chunks = response.aiter_bytes()
+                    events = aiter_sse(chunks)
+                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
+                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
+                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
+                    stack.push_async_callback(events.aclose)
+                    first = await anext(events, None)
+                if first is None:
+                    raise upstream_interrupted(self._name, "the body ended before the first event")
+                if first.data == DONE:
+                    for event in decoder.done():
+                        yield event
+                    await _drain(events)
+                    return
+                for event in decoder.feed(first.data):
+                    yield event
+                async for sse in events:
+                    if sse.data == DONE:
+                        for event in decoder.done():
+                            yield event
+                        await _drain(events)
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                    for event in decoder.feed(sse.data):
+                        yield event
+                raise upstream_interrupted(self._name, "the connection closed before [DONE]")
+        except SSETruncated:
+            raise upstream_interrupted(
+                self._name, "the connection closed in the middle of an event"
+            ) from None
+        except TimeoutError:
+            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
+            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
+        except httpx.TimeoutException as exc:
+            raise transport_error(self._name, exc) from None
+        except httpx.HTTPError as exc:
+            if started:
+                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
+            raise transport_error(self._name, exc) from None
+
+    async def count_tokens(
+        self, request: chat_pb2.CountTokensRequest, ctx: CallContext
+    ) -> chat_pb2.CountTokensResponse:
+        """Exact input tokens via `POST /responses/input_tokens` (Responses API input format).
+
+        OpenAI-compatible servers usually lack this endpoint and answer 404 -> UPSTREAM_NOT_FOUND.
+        """
+        body = orjson.dumps(build_input_tokens_body(request, ctx.model))
+        payload = await self._post_json(self._input_tokens_url, body, ctx)
+        tokens = payload.get("input_tokens") if isinstance(payload, dict) else None
+        if not isinstance(tokens, int):
+            raise protocol_error(self._name, "the token count response has no integer input_tokens")
+        return chat_pb2.CountTokensResponse(input_tokens=tokens, exact=True, method="provider")
+
+    async def list_models(self) -> list[str]:
+        """Model ids from `GET /models`, in the order the provider lists them."""
+        try:
+            response = await self._client.get(self._models_url)
+        except httpx.HTTPError as exc:
+            raise transport_error(self._name, exc) from None
+        if response.status_code >= 300:
+            raise error_from_response(
+                self._name, "", response.status_code, response.headers, response.content
+            )
+        payload = _json(self._name, response.content)
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            raise protocol_error(self._name, "the model list has no `data` array")
+        return [item["id"] for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
+
+    async def _post_json(self, url: httpx.URL, body: bytes, ctx: CallContext) -> Any:
+        """POST `body`, return the parsed JSON of a 2xx answer, map everything else."""
+        timeout = self._timeouts.for_call(ctx)
+        try:
+            async with asyncio.timeout(ctx.remaining()):
+                response = await self._client.post(
+                    url, content=body, headers=_request_headers(ctx), timeout=timeout
+                )
+        except TimeoutError:
+            raise upstream_timeout(self._name, "the call deadline passed") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(self._name, exc) from None
+        if response.status_code >= 300:
+            raise error_from_response(
+                self._name, ctx.model, response.status_code, response.headers, response.content
+            )
+        return _json(self._name, response.content)
+
+    async def _check_stream_response(self, response: httpx.Response, ctx: CallContext) -> None:
+        if response.status_code >= 300:
+            await response.aread()
+            raise error_from_response(
+                self._name, ctx.model, response.status_code, response.headers, response.content
+            )
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise protocol_error(self._name, f"expected text/event-stream, got {content_type or 'no type'}")
+
+
+def _request_headers(ctx: CallContext) -> dict[str, str]:
+    if ctx.request_id:
+        # OpenAI records X-Client-Request-Id with the request, which lets support find a call by
+        # the gateway's id.
+        return {**_JSON_HEADERS, "X-Client-Request-Id": ctx.request_id}
+    return _JSON_HEADERS
+
+
+def _json(provider: str, content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise protocol_error(provider, "the response body is not JSON") from None
+
+
+def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
+    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
+    if first_at is None:
+        return asyncio.timeout(None)
+    loop = asyncio.get_running_loop()
+    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read what follows [DONE] so httpx can return the connection to the pool."""
+    try:
+        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+            async for _ in events:
+                pass
+    except (TimeoutError, SSETruncated, httpx.HTTPError):
+        pass  # the response is closed by the caller's `async with`; reuse is only an optimisation

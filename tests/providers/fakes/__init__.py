@@ -1,0 +1,1 @@
+"""Spec-faithful fake upstream servers for provider adapter tests (one module per vendor)."""
