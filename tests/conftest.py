@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -13,6 +13,8 @@ from grpc import aio
 from homa_server.app import Gateway, start, stop
 from homa_server.rpc.server import BuiltServer
 from homa_server.settings import Settings, load_settings
+from tests.providers.fakes.openai_upstream import FakeOpenAI
+from tests.providers.spec_validation import openai_api
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -62,3 +64,26 @@ def status_details(error: aio.AioRpcError | grpc.RpcError) -> dict[str, Any]:
                 assert cls.__name__ not in found, f"duplicate {cls.__name__}"
                 found[cls.__name__] = message
     return found
+
+
+@pytest.fixture(scope="session")
+def openai_upstream() -> Iterator[FakeOpenAI]:
+    """The session's fake OpenAI server (prefer `openai_fake`, which resets and checks it)."""
+    openai_api()  # load the spec once, before the first request needs it
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def openai_fake(openai_upstream: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The fake, reset for this test; fails the test on any spec violation, either direction."""
+    openai_upstream.reset()
+    openai_upstream.require_auth = True
+    yield openai_upstream
+    try:
+        assert openai_upstream.validation_errors == [], "requests violated the OpenAI spec"
+        assert openai_upstream.response_errors == [], "the fake sent replies that violate the spec"
+    finally:
+        openai_upstream.reset()
+        openai_upstream.require_auth = True

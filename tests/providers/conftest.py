@@ -7,7 +7,7 @@ sent something off-spec.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
@@ -18,32 +18,8 @@ from homa_server.providers.base import CallContext
 from homa_server.providers.openai import OpenAIProvider
 from homa_server.settings import ProviderSettings
 from tests.providers.fakes.openai_upstream import FakeOpenAI
-from tests.providers.spec_validation import openai_api
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def openai_upstream() -> Iterator[FakeOpenAI]:
-    """The session's fake OpenAI server (prefer `openai_fake`, which resets and checks it)."""
-    openai_api()  # load the spec once, before the first request needs it
-    fake = FakeOpenAI().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def openai_fake(openai_upstream: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """The fake, reset for this test; fails the test on any spec violation, either direction."""
-    openai_upstream.reset()
-    openai_upstream.require_auth = True
-    yield openai_upstream
-    try:
-        assert openai_upstream.validation_errors == [], "requests violated the OpenAI spec"
-        assert openai_upstream.response_errors == [], "the fake sent replies that violate the spec"
-    finally:
-        openai_upstream.reset()
-        openai_upstream.require_auth = True
 
 
 def openai_settings(base_url: str, **overrides: object) -> ProviderSettings:
