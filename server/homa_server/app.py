@@ -15,13 +15,13 @@ import multiprocessing
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import uvloop
 
 from homa_server.observability.logging import configure_logging
-from homa_server.providers.registry import ProviderRegistry
+from homa_server.providers.registry import BUILTIN_KINDS, ProviderFactory, ProviderRegistry
 from homa_server.routing.chat import ChatDispatcher
 from homa_server.routing.resolver import ModelResolver
 from homa_server.rpc.admin import AdminServicer
@@ -42,9 +42,11 @@ class Gateway:
     dispatcher: ChatDispatcher
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Gateway:
-        """Build providers and routing from validated settings."""
-        registry = ProviderRegistry.from_settings(settings)
+    def from_settings(
+        cls, settings: Settings, kinds: Mapping[str, ProviderFactory] = BUILTIN_KINDS
+    ) -> Gateway:
+        """Build providers and routing from validated settings (`kinds`: adapter factories by kind)."""
+        registry = ProviderRegistry.from_settings(settings, kinds)
         resolver = ModelResolver(registry, settings.default_model)
         return cls(settings, registry, resolver, ChatDispatcher(resolver))
 
@@ -60,9 +62,11 @@ class Gateway:
         await self.registry.aclose()
 
 
-async def start(settings: Settings) -> tuple[Gateway, BuiltServer]:
+async def start(
+    settings: Settings, kinds: Mapping[str, ProviderFactory] = BUILTIN_KINDS
+) -> tuple[Gateway, BuiltServer]:
     """Build and start a server; returns once it accepts calls (used by tests and `serve`)."""
-    gateway = Gateway.from_settings(settings)
+    gateway = Gateway.from_settings(settings, kinds)
     built = build_server(settings.server, gateway.servicers())
     await built.server.start()
     await built.set_serving(True)

@@ -9,6 +9,7 @@ Everything is validated at start; `load_settings` raises `SettingsError` with on
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,9 +83,35 @@ def _default_providers() -> dict[str, ProviderSettings]:
     return {"mock": ProviderSettings(kind="mock")}
 
 
-# Vendor environment variables that switch a provider on when present: name -> (kind, variable).
-_ENV_KEYED_PROVIDERS: dict[str, tuple[str, str]] = {
-    "openai": ("openai", "OPENAI_API_KEY"),
+@dataclass(frozen=True, slots=True)
+class _EnvProvider:
+    """A provider switched on by vendor environment variables (the variables each vendor's SDK reads)."""
+
+    kind: str
+    key_vars: tuple[str, ...] = ()
+    url_var: str | None = None
+    url_suffix: str = ""
+    needs_key: bool = True
+    needs_url: bool = False
+
+
+_ENV_PROVIDERS: dict[str, _EnvProvider] = {
+    "openai": _EnvProvider("openai", ("OPENAI_API_KEY",), url_var="OPENAI_BASE_URL"),
+    "anthropic": _EnvProvider("anthropic", ("ANTHROPIC_API_KEY",), url_var="ANTHROPIC_BASE_URL"),
+    "gemini": _EnvProvider("gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+    "azure": _EnvProvider(
+        "azure_openai",
+        ("AZURE_OPENAI_API_KEY",),
+        url_var="AZURE_OPENAI_ENDPOINT",
+        url_suffix="/openai",
+        needs_url=True,
+    ),
+    "bedrock": _EnvProvider("bedrock", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID")),
+    "cohere": _EnvProvider("cohere", ("COHERE_API_KEY", "CO_API_KEY")),
+    "venice": _EnvProvider("venice", ("VENICE_API_KEY",)),
+    "ollama": _EnvProvider(
+        "ollama", ("OLLAMA_API_KEY",), url_var="OLLAMA_HOST", needs_key=False, needs_url=True
+    ),
 }
 
 
@@ -125,11 +152,20 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _env_keyed_providers(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Providers switched on by vendor variables. AWS access keys switch Bedrock on without an
+    api_key (the adapter signs with botocore's credential chain); a Bedrock bearer key is its api_key."""
     found: dict[str, dict[str, Any]] = {}
-    for name, (kind, variable) in _ENV_KEYED_PROVIDERS.items():
-        key = environ.get(variable)
-        if key:
-            found[name] = {"kind": kind, "api_key": key}
+    for name, spec in _ENV_PROVIDERS.items():
+        key_var = next((v for v in spec.key_vars if environ.get(v)), None)
+        url = environ.get(spec.url_var, "") if spec.url_var else ""
+        if (spec.needs_key and key_var is None) or (spec.needs_url and not url):
+            continue
+        entry: dict[str, Any] = {"kind": spec.kind}
+        if key_var is not None and key_var != "AWS_ACCESS_KEY_ID":
+            entry["api_key"] = environ[key_var]
+        if url:
+            entry["base_url"] = (url if "://" in url else f"http://{url}").rstrip("/") + spec.url_suffix
+        found[name] = entry
     return found
 
 
