@@ -15,9 +15,9 @@ from grpc import aio
 
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa_server import __version__
+from homa_server.catalog.listing import ModelCatalog
 from homa_server.errors import Code, GatewayError, Reason, invalid_field
 from homa_server.providers.registry import ProviderRegistry
-from homa_server.routing.catalog import ModelCatalog
 from homa_server.settings import Settings
 
 Context = aio.ServicerContext[Any, Any]

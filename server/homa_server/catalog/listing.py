@@ -1,8 +1,8 @@
 """The model catalogue: which models each provider instance serves.
 
 A provider's models come from its `models` setting when given (no upstream call), otherwise from
-the provider's own model listing, fetched once and kept. Capability and price tables arrive with the
-provider work; until then models carry ids only (capabilities unknown, not guessed).
+the provider's own model listing, fetched once and kept. Each model is described from the capability
+and price table (catalog/models.yaml); models the table does not list get their kind's defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
+from homa_server.catalog.table import ModelTable, model_table
 from homa_server.errors import GatewayError
 from homa_server.providers.base import ModelListingProvider
 from homa_server.providers.registry import ProviderRegistry
@@ -34,8 +35,9 @@ class Probe:
 class ModelCatalog:
     """Models by provider, cached after the first successful listing."""
 
-    def __init__(self, registry: ProviderRegistry) -> None:
+    def __init__(self, registry: ProviderRegistry, table: ModelTable | None = None) -> None:
         self._registry = registry
+        self._table = table or model_table()
         self._cache: dict[str, list[str]] = {}
 
     async def probe(self, name: str) -> Probe:
@@ -70,12 +72,7 @@ class ModelCatalog:
         names = [provider] if provider else self._registry.names()
         listings = await asyncio.gather(*(self.models_of(name) for name in names))
         models = [
-            admin_pb2.Model(
-                id=f"{name}/{model}",
-                provider=name,
-                provider_model=model,
-                display_name=model,
-            )
+            self._table.describe(name, self._registry.get(name).kind, model)
             for name, listing in zip(names, listings, strict=True)
             for model in listing
         ]
