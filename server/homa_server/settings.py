@@ -61,7 +61,6 @@ class ProviderSettings(_Strict):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
     max_connections: int = Field(200, ge=1)
-    max_keepalive_connections: int = Field(100, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("base_url")

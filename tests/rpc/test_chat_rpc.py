@@ -32,9 +32,8 @@ async def test_complete_returns_answer_route_usage_and_metadata(server: RunningS
     assert response.route.provider == "mock"
     assert response.route.model == "echo"
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens > 0
-    initial = dict(await call.initial_metadata())
-    assert initial["homa-request-id"] == "req-abc.123"
     trailing = dict(await call.trailing_metadata())
+    assert trailing["homa-request-id"] == "req-abc.123"  # unary: in the trailers
     assert trailing["homa-provider"] == "mock"
     assert trailing["homa-model"] == "echo"
     assert trailing["homa-attempts"] == "1"
@@ -45,7 +44,7 @@ async def test_unsafe_request_id_is_replaced(server: RunningServer) -> None:
     stub = chat_grpc.ChatServiceStub(server.channel)
     call = stub.Complete(_request(), metadata=(("x-request-id", "bad id <script>"),))
     await call
-    generated = dict(await call.initial_metadata())["homa-request-id"]
+    generated = dict(await call.trailing_metadata())["homa-request-id"]
     assert len(generated) == 32
     assert all(c in "0123456789abcdef" for c in generated)
 
@@ -90,6 +89,7 @@ async def test_stream_contract_route_first_one_finish_last(server: RunningServer
     call = stub.StreamComplete(
         _request(text="a fairly long prompt to stream back", cls=chat_pb2.StreamCompleteRequest)
     )
+    assert dict(await call.initial_metadata())["homa-request-id"]  # streams: before the first message
     events = [event async for event in call]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "route"

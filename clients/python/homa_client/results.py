@@ -77,7 +77,9 @@ class CallInfo:
         trailing_md: Metadata = tuple((k, v) for k, v in trailing or ())
         attempts = _number(_text(trailing_md, ATTEMPTS_KEY))
         return cls(
-            request_id=_text(initial_md, REQUEST_ID_KEY) or sent_request_id,
+            request_id=_text(initial_md, REQUEST_ID_KEY)
+            or _text(trailing_md, REQUEST_ID_KEY)
+            or sent_request_id,
             code=code,
             provider=_text(trailing_md, PROVIDER_KEY),
             model=_text(trailing_md, MODEL_KEY),

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from homa_server.errors import Code, GatewayError, Reason
+from homa_server.providers._aiohttp_transport import AiohttpTransport
 from homa_server.providers.base import CallContext
 from homa_server.settings import ProviderSettings
 
@@ -44,20 +45,18 @@ def build_client(
         settings: pool limits and timeouts come from here.
         headers: default headers sent on every request (auth, vendor version headers, ...). Built once
             here so requests do not rebuild them.
-        transport: replaces the default HTTP/1.1 transport (benchmarks, alternative transports).
-            Environment proxies (`HTTPS_PROXY`, `NO_PROXY`) apply only to the default transport.
+        transport: replaces the default transport, `AiohttpTransport` (an aiohttp connection pool
+            behind httpx's API; see _aiohttp_transport.py for why). Environment proxies
+            (`HTTPS_PROXY`, `NO_PROXY`) are honoured by the default transport.
 
     The caller must `await client.aclose()` at shutdown. Redirects are not followed: a vendor API
     that redirects is misconfigured, and following could leak the auth header to another host.
     """
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_keepalive_connections,
-    )
+    if transport is None:
+        transport = AiohttpTransport(max_connections=settings.max_connections)
     return httpx.AsyncClient(
         headers=headers,
         timeout=TimeoutPolicy(settings).default,
-        limits=limits,
         http1=True,
         http2=False,
         follow_redirects=False,

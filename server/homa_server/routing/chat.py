@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import cast
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import usage_pb2
@@ -41,12 +42,17 @@ class ChatDispatcher:
 
     def __init__(self, resolver: ModelResolver) -> None:
         self._resolver = resolver
+        # isinstance() against a runtime-checkable Protocol inspects every member: decide once.
+        self._chat_capable: dict[str, bool] = {}
 
     def _target(self, request: chat_pb2.CompleteRequest) -> tuple[Target, ChatProvider]:
         validate_chat_request(request)
         target = self._resolver.resolve(request.model)
         provider = target.provider
-        if not isinstance(provider, ChatProvider):
+        capable = self._chat_capable.get(provider.name)
+        if capable is None:
+            capable = self._chat_capable[provider.name] = isinstance(provider, ChatProvider)
+        if not capable:
             raise GatewayError(
                 f"provider {provider.name!r} does not offer chat",
                 Code.FAILED_PRECONDITION,
@@ -56,7 +62,7 @@ class ChatDispatcher:
         set_trailer("homa-provider", provider.name)
         set_trailer("homa-model", target.model)
         set_trailer("homa-attempts", "1")
-        return target, provider
+        return target, cast(ChatProvider, provider)
 
     @staticmethod
     def _context(
@@ -121,8 +127,11 @@ class ChatDispatcher:
                     limit = ctx.first_token_timeout if limit is None else min(limit, ctx.first_token_timeout)
                 started = time.perf_counter()
                 try:
-                    async with asyncio.timeout(limit):
+                    if limit is None:
                         event = await anext(events)
+                    else:
+                        async with asyncio.timeout(limit):
+                            event = await anext(events)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:

@@ -2,7 +2,9 @@
 
 One interceptor wraps the handler of each method, keeping its streaming kind (unary/stream in and
 out), so that the three concerns cost a single wrapper per call:
-- request id: `x-request-id` in, `homa-request-id` out (initial metadata);
+- request id: `x-request-id` in, `homa-request-id` out: in the trailing metadata of unary-response
+  RPCs (no extra send before the answer) and in the initial metadata of streaming-response RPCs
+  (the caller knows it before the first message);
 - timing: `homa-overhead-ms` trailing metadata = wall time minus time spent waiting on providers;
 - error backstop: a `GatewayError` becomes its status with details (rpc/status.py); any other
   exception becomes INTERNAL with reason INTERNAL and is logged with its stack, never leaked.
@@ -39,19 +41,27 @@ def _internal(exc: BaseException) -> GatewayError:
 class _Call:
     """Start/finish logic shared by the four wrappers."""
 
-    __slots__ = ("context", "state", "token")
+    __slots__ = ("context", "state", "streaming")
 
-    def __init__(self, method: str, metadata: Any, context: aio.ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self, method: str, metadata: Any, context: aio.ServicerContext[Any, Any], streaming: bool
+    ) -> None:
         self.context = context
+        self.streaming = streaming
         self.state = CallState(request_id=request_id_from(metadata), method=method)
-        self.token = current_call.set(self.state)
+        # Each RPC runs in its own task (its own context copy), so the variable is never reset:
+        # a stream closed from another task could not reset it anyway.
+        current_call.set(self.state)
 
     async def start(self) -> None:
-        await self.context.send_initial_metadata(((OUTBOUND_KEY, self.state.request_id),))
+        if self.streaming:
+            await self.context.send_initial_metadata(((OUTBOUND_KEY, self.state.request_id),))
 
     def _trailers(self) -> list[tuple[str, str]]:
         pairs = list(self.state.trailers.items())
         pairs.append((OVERHEAD_KEY, f"{self.state.overhead_ms():.3f}"))
+        if not self.streaming:
+            pairs.append((OUTBOUND_KEY, self.state.request_id))
         return pairs
 
     def succeed(self) -> None:
@@ -76,15 +86,11 @@ class _Call:
         trailers = (*status.trailing_metadata(error, self.state.request_id), *self._trailers())
         await self.context.abort(status.grpc_code(error), error.message, trailers)
 
-    def close(self) -> None:
-        current_call.reset(self.token)
-
 
 def _wrap_unary_unary(method: str, behavior: Behavior) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(method, context.invocation_metadata(), context)
+        call = _Call(method, context.invocation_metadata(), context, streaming=False)
         try:
-            await call.start()
             response = await behavior(request, context)
             call.succeed()
             return response
@@ -92,8 +98,6 @@ def _wrap_unary_unary(method: str, behavior: Behavior) -> Behavior:
             if isinstance(exc, aio.AbortError):
                 raise
             await call.fail(exc)
-        finally:
-            call.close()
 
     return handler
 
@@ -104,7 +108,7 @@ def _wrap_stream_unary(method: str, behavior: Behavior) -> Behavior:
 
 def _wrap_unary_stream(method: str, behavior: Behavior) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = _Call(method, context.invocation_metadata(), context)
+        call = _Call(method, context.invocation_metadata(), context, streaming=True)
         try:
             await call.start()
             stream = behavior(request, context)
@@ -122,8 +126,6 @@ def _wrap_unary_stream(method: str, behavior: Behavior) -> Behavior:
             if isinstance(exc, aio.AbortError):
                 raise
             await call.fail(exc)
-        finally:
-            call.close()
 
     return handler
 
