@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 from homa_server.errors import Code, GatewayError, Reason
 from homa_server.providers.base import Provider
+from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.openai import OpenAIProvider
 from homa_server.settings import ProviderSettings, Settings
@@ -21,6 +22,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "mock": MockProvider,
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
+    "azure_openai": AzureOpenAIProvider,
 }
 
 

@@ -1,0 +1,267 @@
+"""`AzureOpenAIProvider`: chat (whole and streamed) and model listing for Azure OpenAI.
+
+Wire: `POST {base_url}/deployments/{deployment}/chat/completions?api-version={api_version}`, with
+`api-key: <key>` (default) or `Authorization: Bearer <Entra ID token>` (`options.auth: entra`).
+Everything that does not depend on the request is computed once in `__init__`: the pooled client
+with its default headers, the per-deployment URLs (cached for models met later), the body builder
+for the api-version and the timeout policy.
+
+There is no token-counting endpoint (the gateway falls back to its local estimate) and no
+data-plane model listing: `list_models` returns the configured deployments without a call.
+
+Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
+the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
+until the first event arrives. Cancellation: the streamed response lives inside `async with`, so
+closing or cancelling the generator closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa_server.errors import upstream_interrupted
+from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.providers._sse import SSETruncated, aiter_sse
+from homa_server.providers.azure_openai.api_versions import surface_for
+from homa_server.providers.azure_openai.chat_request import AzureChatBuilder
+from homa_server.providers.azure_openai.chat_response import parse_azure_completion
+from homa_server.providers.azure_openai.chat_stream import DONE, AzureChatStreamDecoder
+from homa_server.providers.azure_openai.error_mapping import Origin, error_from_response, protocol_error
+from homa_server.providers.azure_openai.options import parse_options
+from homa_server.providers.base import CallContext
+from homa_server.settings import ProviderSettings
+
+__all__ = ["AzureOpenAIProvider"]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_USER_AGENT = "homa-gateway"
+# After [DONE] the rest of the body is read so the connection can be reused, but never for longer
+# than this: a server that keeps the stream open must not hold us.
+_DRAIN_TIMEOUT_S = 0.5
+# Models met at run time that are not in `deployments`/`models` get their URL cached too, up to
+# this many (a caller cycling through random names must not grow memory without bound).
+_MAX_CACHED_URLS = 1024
+
+
+class AzureOpenAIProvider:
+    """Adapter for the Azure OpenAI data plane (kind "azure_openai").
+
+    Implements `ChatProvider` and `ModelListingProvider` (not `TokenCountingProvider`: Azure has no
+    counting endpoint).
+
+    Args:
+        name: instance name from settings (used in errors and metadata).
+        settings: `base_url` (required, "https://<resource>.openai.azure.com/openai"), `api_key`
+            (required: the resource key, or an Entra ID access token with `options.auth: entra`),
+            `models`, extra `headers` (they override the defaults), pool limits, timeouts, and
+            `options` (see `options.AzureOpenAIOptions`).
+
+    Raises:
+        ValueError: invalid settings, one line per problem (reported at start-up).
+    """
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        options = parse_options(settings.options)
+        base = _base_url(settings)
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        if not key:
+            raise ValueError("api_key: required (the resource key, or an Entra ID token with auth: entra)")
+        for field in ("organization", "project"):
+            if getattr(settings, field):
+                raise ValueError(f"{field}: not used by Azure OpenAI; remove it")
+        self._name = name
+        self._kind = settings.kind
+        self._query = f"api-version={quote(options.api_version, safe='')}"
+        self._base = base
+        self._deployments = dict(options.deployments)
+        self._models = list(dict.fromkeys([*options.deployments, *settings.models]))
+        self._urls: dict[str, tuple[httpx.URL, Origin]] = {}
+        for model in self._models:
+            self._chat_target(model)
+        self._builder = AzureChatBuilder(
+            surface_for(options.api_version), options.api_version, options.max_tokens_field
+        )
+        headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        if options.auth == "entra":
+            headers["Authorization"] = f"Bearer {key}"
+        else:
+            headers["api-key"] = key
+        headers.update(settings.headers)
+        self._timeouts = TimeoutPolicy(settings)
+        self._client = build_client(settings, headers=headers)
+
+    @property
+    def name(self) -> str:
+        """Instance name from settings."""
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        """The configured adapter kind ("azure_openai")."""
+        return self._kind
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. The provider must not be used afterwards."""
+        await self._client.aclose()
+
+    async def list_models(self) -> list[str]:
+        """The configured models: keys of `options.deployments`, then `models`, without duplicates.
+
+        Azure's data plane has no model listing (deployments live in Azure Resource Manager), so no
+        HTTP call is made.
+        """
+        return list(self._models)
+
+    async def complete_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> chat_pb2.CompleteResponse:
+        """One chat completion. See `ChatProvider.complete_chat`.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT before any HTTP call for input Azure cannot take; mapped
+                upstream errors otherwise (see error_mapping); UPSTREAM_TIMEOUT past the deadline.
+        """
+        body = orjson.dumps(self._builder.build(request, stream=False))
+        url, origin = self._chat_target(ctx.model)
+        timeout = self._timeouts.for_call(ctx)
+        try:
+            async with asyncio.timeout(ctx.remaining()):
+                response = await self._client.post(url, content=body, headers=_JSON_HEADERS, timeout=timeout)
+        except TimeoutError:
+            raise upstream_timeout(self._name, "the call deadline passed") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(self._name, exc) from None
+        if response.status_code >= 300:
+            raise error_from_response(origin, response.status_code, response.headers, response.content)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise protocol_error(self._name, "the response body is not JSON") from None
+        return parse_azure_completion(self._name, payload)
+
+    async def stream_chat(
+        self, request: chat_pb2.CompleteRequest, ctx: CallContext
+    ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
+        """Stream one completion. See `ChatProvider.stream_chat` and `AzureChatStreamDecoder`.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT (on first iteration, before any HTTP call); mapped HTTP
+                errors; a mapped `{"error": ...}` event; UPSTREAM_PROTOCOL_ERROR for malformed
+                events; UPSTREAM_STREAM_INTERRUPTED when the body ends or breaks before `[DONE]`;
+                UPSTREAM_TIMEOUT when the deadline or the first-token timeout passes.
+
+        Cancellation: closing the generator (or cancelling the task iterating it) closes the
+        upstream response immediately; `CancelledError` is never swallowed.
+        """
+        body = orjson.dumps(self._builder.build(request, stream=True))
+        url, origin = self._chat_target(ctx.model)
+        timeout = self._timeouts.for_call(ctx)
+        decoder = AzureChatStreamDecoder(origin)
+        deadline = ctx.deadline
+        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
+        started = False  # response headers received: later transport failures are interruptions
+        try:
+            async with AsyncExitStack() as stack:
+                async with _first_token_timer(first_at):
+                    response = await stack.enter_async_context(
+                        self._client.stream("POST", url, content=body, headers=_JSON_HEADERS, timeout=timeout)
+                    )
+                    started = True
+                    await self._check_stream_response(response, origin)
+                    chunks = response.aiter_bytes()
+                    events = aiter_sse(chunks)
+                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
+                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
+                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
+                    stack.push_async_callback(events.aclose)
+                    first = await anext(events, None)
+                if first is None:
+                    raise upstream_interrupted(self._name, "the body ended before the first event")
+                if first.data == DONE:
+                    for event in decoder.done():
+                        yield event
+                    await _drain(events)
+                    return
+                for event in decoder.feed(first.data):
+                    yield event
+                async for sse in events:
+                    if sse.data == DONE:
+                        for event in decoder.done():
+                            yield event
+                        await _drain(events)
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                    for event in decoder.feed(sse.data):
+                        yield event
+                raise upstream_interrupted(self._name, "the connection closed before [DONE]")
+        except SSETruncated:
+            raise upstream_interrupted(
+                self._name, "the connection closed in the middle of an event"
+            ) from None
+        except TimeoutError:
+            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
+            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
+        except httpx.TimeoutException as exc:
+            raise transport_error(self._name, exc) from None
+        except httpx.HTTPError as exc:
+            if started:
+                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
+            raise transport_error(self._name, exc) from None
+
+    def _chat_target(self, model: str) -> tuple[httpx.URL, Origin]:
+        """The chat URL and error origin for homa model `model` (computed once per model)."""
+        cached = self._urls.get(model)
+        if cached is not None:
+            return cached
+        deployment = self._deployments.get(model, model)
+        path = f"/deployments/{quote(deployment, safe='')}/chat/completions"
+        target = (httpx.URL(f"{self._base}{path}?{self._query}"), Origin(self._name, model, deployment))
+        if len(self._urls) < _MAX_CACHED_URLS:
+            self._urls[model] = target
+        return target
+
+    async def _check_stream_response(self, response: httpx.Response, origin: Origin) -> None:
+        if response.status_code >= 300:
+            await response.aread()
+            raise error_from_response(origin, response.status_code, response.headers, response.content)
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise protocol_error(self._name, f"expected text/event-stream, got {content_type or 'no type'}")
+
+
+def _base_url(settings: ProviderSettings) -> str:
+    """`settings.base_url`, required and with a path (the `/openai` of the resource endpoint)."""
+    if not settings.base_url:
+        raise ValueError("base_url: required, e.g. https://<resource>.openai.azure.com/openai")
+    base = settings.base_url.rstrip("/")
+    if not httpx.URL(base).path.strip("/"):
+        raise ValueError(f"base_url: {base} has no path; Azure OpenAI endpoints end in /openai")
+    return base
+
+
+def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
+    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
+    if first_at is None:
+        return asyncio.timeout(None)
+    loop = asyncio.get_running_loop()
+    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read what follows [DONE] so httpx can return the connection to the pool."""
+    try:
+        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+            async for _ in events:
+                pass
+    except (TimeoutError, SSETruncated, httpx.HTTPError):
+        pass  # the response is closed by the caller's `async with`; reuse is only an optimisation
