@@ -13,6 +13,7 @@ from homa_server.errors import Code, GatewayError, Reason
 from homa_server.providers.base import Provider
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.mock import MockProvider
+from homa_server.providers.ollama import OllamaProvider
 from homa_server.providers.openai import OpenAIProvider
 from homa_server.settings import ProviderSettings, Settings
 
@@ -23,6 +24,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
     "azure_openai": AzureOpenAIProvider,
+    "ollama": OllamaProvider,
 }
 
 

@@ -142,8 +142,9 @@ class ChatDispatcher:
                 if finished:
                     raise GatewayError(
                         f"{provider.name} sent events after finish",
-                        Code.INTERNAL,
+                        Code.UNAVAILABLE,
                         Reason.UPSTREAM_PROTOCOL_ERROR,
+                        retryable=True,
                         metadata={"provider": provider.name},
                     )
                 finished = event.HasField("finish")

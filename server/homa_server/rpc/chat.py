@@ -7,7 +7,6 @@ UNIMPLEMENTED through rpc/registration.py.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from grpc import aio
@@ -41,22 +40,20 @@ class ChatServicer:
     ) -> chat_pb2.CompleteResponse:
         return await self._dispatcher.complete(request, context.time_remaining(), _request_id())
 
-    async def StreamComplete(
+    # The streaming methods return the dispatcher's generator itself (no relaying layer): the
+    # interceptor iterates it and closes it with aclose() on cancel, which closes the upstream.
+
+    def StreamComplete(
         self, request: chat_pb2.StreamCompleteRequest, context: Context
     ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         # The two request messages are wire-identical by contract (tests/unit/test_contracts.py).
         same = chat_pb2.CompleteRequest.FromString(request.SerializeToString())
-        async with aclosing(self._dispatcher.stream(same, context.time_remaining(), _request_id())) as events:
-            async for event in events:
-                yield event
+        return self._dispatcher.stream(same, context.time_remaining(), _request_id())
 
-    async def Converse(
+    def Converse(
         self, requests: AsyncIterator[chat_pb2.ConverseRequest], context: Context
     ) -> AsyncGenerator[chat_pb2.ConverseResponse, None]:
-        stream = converse(self._dispatcher, requests, context.time_remaining, _request_id())
-        async with aclosing(stream) as events:
-            async for event in events:
-                yield event
+        return converse(self._dispatcher, requests, context.time_remaining, _request_id())
 
     async def CountTokens(
         self, request: chat_pb2.CountTokensRequest, context: Context
