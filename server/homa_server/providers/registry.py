@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 from homa_server.errors import Code, GatewayError, Reason
 from homa_server.providers.base import Provider
+from homa_server.providers.anthropic import AnthropicProvider
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.ollama import OllamaProvider
@@ -25,6 +26,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "openai_compatible": OpenAIProvider,
     "azure_openai": AzureOpenAIProvider,
     "ollama": OllamaProvider,
+    "anthropic": AnthropicProvider,
 }
 
 
