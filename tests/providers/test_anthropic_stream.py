@@ -150,6 +150,7 @@ async def test_thinking_and_signature_deltas(anthropic_provider, anthropic_fake)
         chat_pb2.ContentDelta(reasoning="Let me "),
         chat_pb2.ContentDelta(reasoning="think."),
         chat_pb2.ContentDelta(reasoning_signature=b"EqQBCkYIBxgC"),
+        chat_pb2.ContentDelta(reasoning_signature=b"EmwKAhgB", reasoning_redacted=True, reasoning_index=1),
         chat_pb2.ContentDelta(text="42"),
     ]
 

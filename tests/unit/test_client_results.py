@@ -164,3 +164,22 @@ def test_channel_options_override_defaults_by_key() -> None:
     assert options["grpc.max_send_message_length"] == 256 * 1024 * 1024
     assert options["grpc.enable_retries"] == 0
     assert options["grpc.primary_user_agent"].startswith("homa-client-python/")
+
+
+def test_several_reasoning_blocks_round_trip_in_order() -> None:
+    assembler = StreamAssembler()
+    for delta in (
+        chat_pb2.ContentDelta(reasoning="first ", reasoning_index=0),
+        chat_pb2.ContentDelta(reasoning="thought", reasoning_index=0),
+        chat_pb2.ContentDelta(reasoning_signature=b"sig-0", reasoning_index=0),
+        chat_pb2.ContentDelta(reasoning_signature=b"opaque", reasoning_redacted=True, reasoning_index=1),
+        chat_pb2.ContentDelta(text="answer"),
+    ):
+        assembler.add(chat_pb2.StreamCompleteResponse(delta=delta))
+    assembler.add(chat_pb2.StreamCompleteResponse(finish=chat_pb2.Finish(id="x")))
+    message = assembler.finish().message()
+    assert [p.reasoning for p in message.parts if p.WhichOneof("kind") == "reasoning"] == [
+        content_pb2.Reasoning(text="first thought", signature=b"sig-0"),
+        content_pb2.Reasoning(signature=b"opaque", redacted=True),
+    ]
+    assert message.parts[-1].text == "answer"

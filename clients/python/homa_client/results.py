@@ -107,8 +107,10 @@ class ChatResult:
     Attributes:
         id: completion id.
         text: the answer text.
-        reasoning: reasoning text, when the provider exposes it.
-        reasoning_signature: opaque reasoning signature; send it back with the reasoning.
+        reasoning: reasoning text of all blocks, when the provider exposes it.
+        reasoning_signature: the last reasoning block's opaque signature.
+        reasoning_blocks: every reasoning block (text, signature, redacted) in order; `message()`
+            sends them back as they came, which providers with signed thinking require.
         refusal: refusal text, when the model refused.
         tool_calls: complete tool calls, in order.
         usage: final (cumulative) usage.
@@ -122,6 +124,7 @@ class ChatResult:
     text: str = ""
     reasoning: str = ""
     reasoning_signature: bytes = b""
+    reasoning_blocks: list[content_pb2.Reasoning] = field(default_factory=list)
     refusal: str = ""
     tool_calls: list[content_pb2.ToolCall] = field(default_factory=list)
     usage: usage_pb2.Usage = field(default_factory=usage_pb2.Usage)
@@ -146,7 +149,10 @@ class ChatResult:
         Append it to the history to continue the conversation.
         """
         message = content_pb2.Message(role=content_pb2.ROLE_ASSISTANT)
-        if self.reasoning or self.reasoning_signature:
+        if self.reasoning_blocks:
+            for block in self.reasoning_blocks:
+                message.parts.add(reasoning=block)
+        elif self.reasoning or self.reasoning_signature:
             message.parts.add(
                 reasoning=content_pb2.Reasoning(text=self.reasoning, signature=self.reasoning_signature)
             )
@@ -180,6 +186,7 @@ class StreamAssembler:
         self.finished = False
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._blocks: dict[int, content_pb2.Reasoning] = {}
         self._refusal: list[str] = []
         self._fragments: dict[int, content_pb2.ToolCall] = {}
 
@@ -191,8 +198,15 @@ class StreamAssembler:
             self._text.append(event.delta.text)
             self._reasoning.append(event.delta.reasoning)
             self._refusal.append(event.delta.refusal)
-            if event.delta.reasoning_signature:
-                result.reasoning_signature = event.delta.reasoning_signature
+            delta = event.delta
+            if delta.reasoning_signature:
+                result.reasoning_signature = delta.reasoning_signature
+            if delta.reasoning or delta.reasoning_signature or delta.reasoning_redacted:
+                block = self._blocks.setdefault(delta.reasoning_index, content_pb2.Reasoning())
+                block.text += delta.reasoning
+                if delta.reasoning_signature:
+                    block.signature = delta.reasoning_signature
+                block.redacted = block.redacted or delta.reasoning_redacted
         elif kind == "tool_call_delta":
             fragment = event.tool_call_delta
             call = self._fragments.setdefault(fragment.index, content_pb2.ToolCall())
@@ -228,6 +242,7 @@ class StreamAssembler:
         result = self.result
         result.text = "".join(self._text)
         result.reasoning = "".join(self._reasoning)
+        result.reasoning_blocks = [self._blocks[i] for i in sorted(self._blocks)]
         result.refusal = "".join(self._refusal)
         if not result.tool_calls and self._fragments:
             result.tool_calls = [self._fragments[i] for i in sorted(self._fragments)]

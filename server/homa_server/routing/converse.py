@@ -22,8 +22,7 @@ class TurnAssembler:
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.reasoning: list[str] = []
-        self.signature = b""
+        self.reasoning: dict[int, content_pb2.Reasoning] = {}  # by ContentDelta.reasoning_index
         self.tool_calls: list[content_pb2.ToolCall] = []
         self.usage = usage_pb2.Usage()
         self.finish = chat_pb2.Finish()
@@ -32,9 +31,14 @@ class TurnAssembler:
         """Fold one event into the turn."""
         kind = event.WhichOneof("event")
         if kind == "delta":
-            self.text.append(event.delta.text)
-            self.reasoning.append(event.delta.reasoning)
-            self.signature = event.delta.reasoning_signature or self.signature
+            delta = event.delta
+            self.text.append(delta.text)
+            if delta.reasoning or delta.reasoning_signature or delta.reasoning_redacted:
+                block = self.reasoning.setdefault(delta.reasoning_index, content_pb2.Reasoning())
+                block.text += delta.reasoning
+                if delta.reasoning_signature:
+                    block.signature = delta.reasoning_signature
+                block.redacted = block.redacted or delta.reasoning_redacted
         elif kind == "tool_call":
             self.tool_calls.append(event.tool_call)
         elif kind == "usage":
@@ -43,11 +47,10 @@ class TurnAssembler:
             self.finish.CopyFrom(event.finish)
 
     def message(self) -> content_pb2.Message:
-        """The assistant message: reasoning (when any), text (when any), then tool calls."""
+        """The assistant message: reasoning blocks in order, text (when any), then tool calls."""
         message = content_pb2.Message(role=content_pb2.ROLE_ASSISTANT)
-        reasoning = "".join(self.reasoning)
-        if reasoning or self.signature:
-            message.parts.add(reasoning=content_pb2.Reasoning(text=reasoning, signature=self.signature))
+        for index in sorted(self.reasoning):
+            message.parts.add(reasoning=self.reasoning[index])
         text = "".join(self.text)
         if text:
             message.parts.add(text=text)

@@ -18,9 +18,10 @@ without a server and the provider's generator stays a thin loop. Per upstream ev
 - `message_stop` -> exactly one `finish`; `done` becomes true. `ping` and unknown event types are
   ignored (Anthropic may add event types).
 
-`redacted_thinking` blocks produce no event: `ContentDelta` has no redacted flag, and sending the
-data as a signature would make the next turn send it back as a `thinking` block, which Anthropic
-rejects. Use the unary call when redacted thinking must round-trip.
+Thinking blocks carry `delta.reasoning_index` (their position among this turn's thinking blocks), so
+clients can keep several blocks apart; a `redacted_thinking` block is one delta with
+`reasoning_redacted` set and its data in `reasoning_signature`, which round-trips as a redacted
+Reasoning part.
 
 An `error` event raises the mapped `GatewayError`; malformed JSON or a wrong shape raises
 UPSTREAM_PROTOCOL_ERROR.
@@ -63,6 +64,15 @@ class _ToolBlock:
         self.pieces: list[str] = []
 
 
+class _ThinkingBlock:
+    """A thinking block: its position among this turn's reasoning blocks."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
 class _OtherBlock:
     """Thinking, redacted thinking and server-tool blocks: nothing to keep until their stop."""
 
@@ -70,13 +80,24 @@ class _OtherBlock:
 
 
 _OTHER = _OtherBlock()
-_Block = _TextBlock | _ToolBlock | _OtherBlock
+_Block = _TextBlock | _ToolBlock | _ThinkingBlock | _OtherBlock
 
 
 class MessageStreamDecoder:
     """Decodes one streamed Message. Use one instance per stream."""
 
-    __slots__ = ("_blocks", "_id", "_model", "_offset", "_provider", "_raw_stop", "_tools", "_usage", "done")
+    __slots__ = (
+        "_blocks",
+        "_id",
+        "_model",
+        "_offset",
+        "_provider",
+        "_raw_stop",
+        "_thinking",
+        "_tools",
+        "_usage",
+        "done",
+    )
 
     def __init__(self, provider: str, model: str) -> None:
         self._provider = provider
@@ -87,6 +108,7 @@ class MessageStreamDecoder:
         self._blocks: dict[int, _Block] = {}
         self._offset = 0  # characters of answer text so far, for citation spans
         self._tools = 0  # tool calls started so far; the next one's homa index
+        self._thinking = 0  # reasoning blocks started so far; the next one's reasoning_index
         self.done = False  # message_stop seen: the stream is complete
 
     def feed(self, data: bytes) -> list[_Event]:
@@ -146,17 +168,31 @@ class MessageStreamDecoder:
             self._tools += 1
             delta = chat_pb2.ToolCallDelta(index=tool.index, id=tool.id, name=tool.name)
             return [_Event(tool_call_delta=delta)]
-        self._blocks[index] = _OTHER
-        if kind == "thinking":
+        if kind in ("thinking", "redacted_thinking"):
+            thinking_block = self._blocks[index] = _ThinkingBlock(self._thinking)
+            self._thinking += 1
+            n = thinking_block.index
+            if kind == "redacted_thinking":
+                redacted = chat_pb2.ContentDelta(
+                    reasoning_signature=str(block["data"]).encode(),
+                    reasoning_redacted=True,
+                    reasoning_index=n,
+                )
+                return [_Event(delta=redacted)]
             events = []
             thinking = block.get("thinking") or ""
             if thinking:
-                events.append(_Event(delta=chat_pb2.ContentDelta(reasoning=thinking)))
+                events.append(_Event(delta=chat_pb2.ContentDelta(reasoning=thinking, reasoning_index=n)))
             signature = block.get("signature") or ""
             if signature:
-                events.append(_Event(delta=chat_pb2.ContentDelta(reasoning_signature=signature.encode())))
+                events.append(
+                    _Event(
+                        delta=chat_pb2.ContentDelta(reasoning_signature=signature.encode(), reasoning_index=n)
+                    )
+                )
             return events
-        return []  # redacted_thinking (see the module docstring) and server-tool blocks
+        self._blocks[index] = _OTHER
+        return []  # server-tool blocks
 
     def _text(self, block: _TextBlock, text: str) -> list[_Event]:
         if not text:
@@ -183,10 +219,12 @@ class MessageStreamDecoder:
             block.pieces.append(piece)
             fragment = chat_pb2.ToolCallDelta(index=block.index, arguments_json=piece)
             return [_Event(tool_call_delta=fragment)]
+        n = block.index if isinstance(block, _ThinkingBlock) else 0
         if kind == "thinking_delta":
-            return [_Event(delta=chat_pb2.ContentDelta(reasoning=delta["thinking"]))]
+            return [_Event(delta=chat_pb2.ContentDelta(reasoning=delta["thinking"], reasoning_index=n))]
         if kind == "signature_delta":
-            return [_Event(delta=chat_pb2.ContentDelta(reasoning_signature=delta["signature"].encode()))]
+            signature = delta["signature"].encode()
+            return [_Event(delta=chat_pb2.ContentDelta(reasoning_signature=signature, reasoning_index=n))]
         if kind == "citations_delta" and isinstance(block, _TextBlock):
             block.citations.append(delta["citation"])
             return []

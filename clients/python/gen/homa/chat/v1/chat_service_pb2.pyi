@@ -769,6 +769,8 @@ class ContentDelta(_message.Message):
     REASONING_FIELD_NUMBER: _builtins.int
     REASONING_SIGNATURE_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    REASONING_REDACTED_FIELD_NUMBER: _builtins.int
+    REASONING_INDEX_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Next piece of answer text."""
     reasoning: _builtins.str
@@ -777,6 +779,13 @@ class ContentDelta(_message.Message):
     """Reasoning signature (sent once, when complete); keep it with the reasoning text."""
     refusal: _builtins.str
     """Next piece of a refusal message."""
+    reasoning_redacted: _builtins.bool
+    """True for a redacted (encrypted) reasoning block: its whole content is `reasoning_signature`."""
+    reasoning_index: _builtins.int
+    """Which reasoning block of this turn the reasoning fields belong to (0-based). A turn may hold
+    several blocks (for example thinking between tool calls); keep each block's text and signature
+    together and send the blocks back in order.
+    """
     def __init__(
         self,
         *,
@@ -784,10 +793,12 @@ class ContentDelta(_message.Message):
         reasoning: _builtins.str = ...,
         reasoning_signature: _builtins.bytes = ...,
         refusal: _builtins.str = ...,
+        reasoning_redacted: _builtins.bool = ...,
+        reasoning_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reasoning", b"reasoning", "reasoning_signature", b"reasoning_signature", "refusal", b"refusal", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reasoning", b"reasoning", "reasoning_index", b"reasoning_index", "reasoning_redacted", b"reasoning_redacted", "reasoning_signature", b"reasoning_signature", "refusal", b"refusal", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
