@@ -16,6 +16,7 @@ from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.ollama import OllamaProvider
 from homa_server.providers.openai import OpenAIProvider
+from homa_server.providers.venice import VeniceProvider
 from homa_server.settings import ProviderSettings, Settings
 
 ProviderFactory = Callable[[str, ProviderSettings], Provider]
@@ -27,6 +28,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "azure_openai": AzureOpenAIProvider,
     "ollama": OllamaProvider,
     "anthropic": AnthropicProvider,
+    "venice": VeniceProvider,
 }
 
 
