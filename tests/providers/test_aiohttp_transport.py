@@ -111,3 +111,22 @@ async def test_closing_an_unfinished_stream_drops_the_connection(client: httpx.A
                 assert chunk
                 break
         await asyncio.wait_for(server.disconnected.wait(), timeout=1.0)
+
+
+async def test_percent_encoding_is_sent_unchanged(client: httpx.AsyncClient) -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await client.get(f"http://127.0.0.1:{port}/model/arn%3Aaws%3Abedrock/x%2Fy/converse")
+    finally:
+        server.close()
+    assert seen == [b"GET /model/arn%3Aaws%3Abedrock/x%2Fy/converse HTTP/1.1"]

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 
 import aiohttp
 import httpx
+import yarl
 
 __all__ = ["AiohttpStream", "AiohttpTransport"]
 
@@ -136,7 +137,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with _mapped(request, "connect"):
             response = await self._get_session().request(
                 request.method,
-                str(request.url),
+                # encoded=True: send httpx's URL byte for byte (yarl would otherwise re-quote it,
+                # turning %3A into ':', which breaks signatures computed over the exact path).
+                yarl.URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,
