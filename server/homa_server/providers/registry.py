@@ -14,6 +14,7 @@ from homa_server.providers.base import Provider
 from homa_server.providers.anthropic import AnthropicProvider
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.bedrock import BedrockProvider
+from homa_server.providers.gemini import GeminiProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.ollama import OllamaProvider
 from homa_server.providers.openai import OpenAIProvider
@@ -31,6 +32,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "anthropic": AnthropicProvider,
     "venice": VeniceProvider,
     "bedrock": BedrockProvider,
+    "gemini": GeminiProvider,
 }
 
 
