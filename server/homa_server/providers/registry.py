@@ -14,6 +14,7 @@ from homa_server.providers.base import Provider
 from homa_server.providers.anthropic import AnthropicProvider
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.providers.bedrock import BedrockProvider
+from homa_server.providers.cohere import CohereProvider
 from homa_server.providers.gemini import GeminiProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.ollama import OllamaProvider
@@ -33,6 +34,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "venice": VeniceProvider,
     "bedrock": BedrockProvider,
     "gemini": GeminiProvider,
+    "cohere": CohereProvider,
 }
 
 
