@@ -92,6 +92,7 @@ class _EnvProvider:
     url_suffix: str = ""
     needs_key: bool = True
     needs_url: bool = False
+    needs_any: tuple[str, ...] = ()  # at least one of these must be set too (e.g. an AWS region)
 
 
 _ENV_PROVIDERS: dict[str, _EnvProvider] = {
@@ -105,7 +106,11 @@ _ENV_PROVIDERS: dict[str, _EnvProvider] = {
         url_suffix="/openai",
         needs_url=True,
     ),
-    "bedrock": _EnvProvider("bedrock", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID")),
+    "bedrock": _EnvProvider(
+        "bedrock",
+        ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID"),
+        needs_any=("AWS_REGION", "AWS_DEFAULT_REGION"),
+    ),
     "cohere": _EnvProvider("cohere", ("COHERE_API_KEY", "CO_API_KEY")),
     "venice": _EnvProvider("venice", ("VENICE_API_KEY",)),
     "ollama": _EnvProvider(
@@ -158,6 +163,8 @@ def _env_keyed_providers(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
         key_var = next((v for v in spec.key_vars if environ.get(v)), None)
         url = environ.get(spec.url_var, "") if spec.url_var else ""
         if (spec.needs_key and key_var is None) or (spec.needs_url and not url):
+            continue
+        if spec.needs_any and not any(environ.get(v) for v in spec.needs_any):
             continue
         entry: dict[str, Any] = {"kind": spec.kind}
         if key_var is not None and key_var != "AWS_ACCESS_KEY_ID":

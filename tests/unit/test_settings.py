@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from homa_server.providers.registry import BUILTIN_KINDS
 from homa_server.settings import SettingsError, load_settings
 
 
@@ -61,3 +62,42 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "homa.example.yaml"
     settings = load_settings(example, environ={})
     assert settings.server.port == 50051
+
+
+def test_every_vendor_variable_switches_on_a_registered_kind() -> None:
+    environ = {
+        "OPENAI_API_KEY": "sk-a",
+        "ANTHROPIC_API_KEY": "sk-ant-b",
+        "GEMINI_API_KEY": "g",
+        "AZURE_OPENAI_API_KEY": "az",
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "AWS_REGION": "us-east-1",
+        "COHERE_API_KEY": "co",
+        "VENICE_API_KEY": "ve",
+        "OLLAMA_HOST": "127.0.0.1:11434",
+    }
+    settings = load_settings(environ=environ)
+    kinds = {name: p.kind for name, p in settings.providers.items()}
+    assert kinds == {
+        "mock": "mock",
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "gemini": "gemini",
+        "azure": "azure_openai",
+        "bedrock": "bedrock",
+        "cohere": "cohere",
+        "venice": "venice",
+        "ollama": "ollama",
+    }
+    assert set(kinds.values()) <= set(BUILTIN_KINDS)
+    assert settings.providers["azure"].base_url == "https://res.openai.azure.com/openai"
+    assert settings.providers["ollama"].base_url == "http://127.0.0.1:11434"
+    assert settings.providers["bedrock"].api_key is None  # signed with botocore's credential chain
+
+
+def test_incomplete_vendor_variables_switch_nothing_on() -> None:
+    settings = load_settings(
+        environ={"AZURE_OPENAI_API_KEY": "az", "AWS_ACCESS_KEY_ID": "AKIA", "OLLAMA_API_KEY": "k"}
+    )
+    assert list(settings.providers) == ["mock"]
