@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from homa_server.errors import Code, GatewayError, Reason
-from homa_server.providers.base import Provider
 from homa_server.providers.anthropic import AnthropicProvider
 from homa_server.providers.azure_openai import AzureOpenAIProvider
+from homa_server.providers.base import Provider
 from homa_server.providers.bedrock import BedrockProvider
 from homa_server.providers.cohere import CohereProvider
 from homa_server.providers.gemini import GeminiProvider
