@@ -5,12 +5,11 @@
 Starts the mock upstream, then in this process (on uvloop) sends the benchmark's Chat Completions
 body with each client and reports this process's CPU time (time.process_time) per request: the
 mock runs in its own process, so only the client side is counted. Clients:
-- `httpx` as the gateway builds it (homa_server.providers._http.build_client), as installed;
-- `httpx+sniffio`: the same with the `sniffio` module importable (httpcore imports it on every
-  request and, when it is missing, pays a failed import that searches sys.path each time);
-- `httpx/aiohttp`: httpx's API over a minimal aiohttp transport (what the `httpx-aiohttp` package
-  does): prices httpx's own models separately from httpcore's connection pool;
-- `aiohttp` (this one and the previous only when aiohttp is importable; it is not a Homa dependency);
+- `httpx` row: the client the gateway builds (homa_server.providers._http.build_client), which is
+  now `UpstreamClient` (aiohttp's pool behind httpx's API; the label is historical);
+- `httpx/aiohttp`: a plain `httpx.AsyncClient` over a minimal aiohttp transport, the what-if that
+  led to `UpstreamClient`: prices httpx's client pipeline on top of aiohttp;
+- `aiohttp`: aiohttp alone;
 - `raw`: a minimal keep-alive HTTP/1.1 client on asyncio streams, a lower bound.
 Unary requests read and parse the JSON answer; streaming requests read the SSE body to the end.
 """

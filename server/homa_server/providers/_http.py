@@ -1,9 +1,10 @@
 """Shared HTTP plumbing for provider adapters: pooled clients, per-call timeouts, transport errors.
 
-Every provider instance owns exactly one `httpx.AsyncClient` (built by `build_client`) for its whole
-life, so connections are reused across calls (keep-alive, one TLS handshake per connection).
-HTTP/1.1 only: vendors stream SSE over HTTP/1.1 fine, and HTTP/2 through httpx costs more CPU per
-request than it saves at our concurrency.
+Every provider instance owns exactly one `UpstreamClient` (built by `build_client`; see
+_upstream.py) for its whole life, so connections are reused across calls (keep-alive, one TLS
+handshake per connection). It offers the subset of `httpx.AsyncClient` the adapters use and returns
+`httpx.Response` objects, but sends through a pooled aiohttp session. HTTP/1.1 only: vendors stream
+SSE over HTTP/1.1 fine, and HTTP/2 costs more CPU per request than it saves at our concurrency.
 
 Deadlines: `TimeoutPolicy.for_call` bounds every httpx phase by what is left of the caller's
 deadline, so a call never outlives its gRPC deadline by more than one read.
@@ -19,12 +20,13 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from homa_server.errors import Code, GatewayError, Reason
-from homa_server.providers._aiohttp_transport import AiohttpTransport
+from homa_server.providers._upstream import UpstreamClient
 from homa_server.providers.base import CallContext
 from homa_server.settings import ProviderSettings
 
 __all__ = [
     "TimeoutPolicy",
+    "UpstreamClient",
     "build_client",
     "deadline_exceeded",
     "parse_retry_after",
@@ -38,28 +40,24 @@ def build_client(
     *,
     headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
+) -> UpstreamClient:
     """Build the one pooled client of a provider instance.
 
     Args:
         settings: pool limits and timeouts come from here.
         headers: default headers sent on every request (auth, vendor version headers, ...). Built once
             here so requests do not rebuild them.
-        transport: replaces the default transport, `AiohttpTransport` (an aiohttp connection pool
-            behind httpx's API; see _aiohttp_transport.py for why). Environment proxies
-            (`HTTPS_PROXY`, `NO_PROXY`) are honoured by the default transport.
+        transport: send through this httpx transport (tests pass `httpx.MockTransport`) by way of
+            an `httpx.AsyncClient`, instead of the client's own aiohttp pool. Environment proxies
+            (`HTTPS_PROXY`, `NO_PROXY`) are honoured by the aiohttp pool.
 
     The caller must `await client.aclose()` at shutdown. Redirects are not followed: a vendor API
     that redirects is misconfigured, and following could leak the auth header to another host.
     """
-    if transport is None:
-        transport = AiohttpTransport(max_connections=settings.max_connections)
-    return httpx.AsyncClient(
+    return UpstreamClient(
         headers=headers,
         timeout=TimeoutPolicy(settings).default,
-        http1=True,
-        http2=False,
-        follow_redirects=False,
+        max_connections=settings.max_connections,
         transport=transport,
     )
 

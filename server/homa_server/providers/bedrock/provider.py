@@ -275,8 +275,8 @@ class BedrockProvider:
             )
         # '/' (in ARNs) must be escaped to stay inside one path segment. ':' is legal in a segment
         # (RFC 3986) and is sent as is, because HTTP stacks disagree on whether to keep "%3A"
-        # (yarl, under the aiohttp transport, decodes it) and the SigV4 signature covers the exact
-        # path on the wire; AWS treats both spellings alike.
+        # (yarl re-quotes it unless told not to) and the SigV4 signature covers the exact path on
+        # the wire; AWS treats both spellings alike.
         base = f"{self._runtime_url}/model/{quote(model, safe=':')}"
         urls = _ModelUrls(
             httpx.URL(f"{base}/converse"),
