@@ -694,9 +694,9 @@ def main(argv: list[str] | None = None) -> int:
             "upstream_inter_chunk_ms": opts.inter_chunk_ms,
             "user_message_chars": len(payloads.USER_TEXT),
             "direct_baseline": "h2load --h1 to the mock, same concurrency (one request per connection)",
-            "gateway_http_transport": "aiohttp (what-if)"
+            "gateway_http_transport": "httpx over a bench aiohttp transport (what-if)"
             if opts.aiohttp_transport
-            else "httpx default (httpcore)",
+            else "UpstreamClient (pooled aiohttp session behind httpx's API)",
         },
         **measured,
         "wall_seconds": round(time.monotonic() - started, 1),
