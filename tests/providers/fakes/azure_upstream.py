@@ -30,38 +30,38 @@ deployment name picks the behaviour (`DEPLOYMENT_BEHAVIOURS`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
-import socket
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import pytest
-import uvicorn
 from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.settings import ProviderSettings
 from tests.providers.azure_spec import spec_for, validate_azure_request, validate_azure_schema
-from tests.providers.fakes.openai_upstream import Disconnect, Reply
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    RecordedRequest,
+    Reply,
+    ReplySender,
+    checked,
+    json_reply,
+    read_request,
+)
 
 __all__ = [
     "AZURE_KEY",
     "CHAT_PATH",
     "DEPLOYMENTS",
     "DEPLOYMENT_BEHAVIOURS",
+    "Disconnect",
     "FakeAzure",
     "Reply",
     "azure_fake",
@@ -149,11 +149,6 @@ _FILTER_MESSAGE = (
 # --------------------------------------------------------------------------------------------
 # Replies and their builders
 # --------------------------------------------------------------------------------------------
-
-
-def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    """A JSON answer."""
-    return Reply(status=status, body=orjson.dumps(payload), headers=dict(headers or {}))
 
 
 def chat_completion(
@@ -437,18 +432,8 @@ DEPLOYMENT_BEHAVIOURS: dict[str, Callable[[Any], Reply]] = {
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AzureRequest:
-    """One request as received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
-    raw: bytes
-    time: float  # time.monotonic()
-    client_port: int  # equal ports mean a reused keep-alive connection
+class AzureRequest(RecordedRequest):
+    """One request as received, with the deployment its path names."""
 
     @property
     def deployment(self) -> str:
@@ -457,16 +442,12 @@ class AzureRequest:
         return parts[3] if len(parts) > 4 and parts[2] == "deployments" else ""
 
 
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeAzure:
+class FakeAzure(FakeServer[Reply, AzureRequest]):
     """The fake resource. Start with `start()` (or as a context manager), stop with `stop()`.
 
     Attributes:
@@ -474,147 +455,54 @@ class FakeAzure:
         key: the credential value expected.
     """
 
+    label = "Azure"
+
     def __init__(self) -> None:
         self.auth: Literal["api_key", "entra"] = "api_key"
         self.key = AZURE_KEY
-        self.requests: list[AzureRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route(CHAT_PATH, self._chat, methods=["POST"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+        super().__init__()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(CHAT_PATH, self._chat, methods=["POST"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL (`http://127.0.0.1:<port>/openai`)."""
         return f"http://127.0.0.1:{self.port}/openai"
 
-    def start(self, port: int = 0) -> FakeAzure:
-        """Listen on 127.0.0.1:`port` (0 = any free port) in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-azure", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Azure server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeAzure:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and every record; back to api-key auth with the default key."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-            self.auth = "api_key"
-            self.key = AZURE_KEY
-
-    @property
-    def last(self) -> AzureRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds (polls: another thread writes it)."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
+    def _reset_settings(self) -> None:
+        """Back to api-key auth with the default key."""
+        self.auth = "api_key"
+        self.key = AZURE_KEY
 
     # -- handlers ---------------------------------------------------------------------------
 
     async def _chat(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        query = dict(request.query_params)
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        path = request.url.path
-        with self._lock:
-            port = request.client.port if request.client else 0
-            record = AzureRequest(request.method, path, query, headers, body, raw, time.monotonic(), port)
-            self.requests.append(record)
+        record = self._record(await read_request(request, AzureRequest))
+        path, query, headers = record.path, record.query, record.headers
         api_version = query.get("api-version", "")
         problems = validate_azure_request(
-            request.method,
+            record.method,
             path,
             query,
-            raw or None,
+            record.raw or None,
             headers,
             content_type=headers.get("content-type", "application/json").split(";")[0],
         )
         if "api-key" in headers and "authorization" in headers:
             problems.append("both api-key and Authorization sent: Azure expects exactly one credential")
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {path}: {p}" for p in problems)
+            self._add_validation_errors([f"{record.method} {path}: {p}" for p in problems])
             return _Sender(self, path, api_version, self._rejection(problems[0]), check=False)
         denied = self._check_credentials(headers)
         if denied is not None:
             return _Sender(self, path, api_version, denied)
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
-            reply = self._default(record.deployment, body)
+            reply = self._default(record.deployment, record.body)
         return _Sender(self, path, api_version, reply)
 
     def _rejection(self, problem: str) -> Reply:
@@ -646,10 +534,6 @@ class FakeAzure:
         return _Sender(self, request.url.path, "", error_reply(404, "404", "Resource not found"), check=False)
 
     # -- used by _Sender --------------------------------------------------------------------
-
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
 
     def check_reply(self, api_version: str, reply: Reply) -> list[str]:
         """Problems of `reply` against the spec of `api_version` (see the module docstring)."""
@@ -695,83 +579,24 @@ def _check_annotation(spec: Path, event: dict[str, Any]) -> list[str]:
     return problems
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with Azure's headers; checks it against the spec of `api_version`."""
 
     def __init__(
         self, fake: FakeAzure, path: str, api_version: str, reply: Reply, *, check: bool = True
     ) -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
+        self._fake: FakeAzure = fake
         if check:
-            problems = fake.check_reply(api_version, reply)
-            if problems:
-                with fake._lock:
-                    fake.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+            fake._add_response_errors(path, fake.check_reply(api_version, reply))
 
-    def _header_pairs(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {
+    def default_headers(self) -> dict[str, str]:
+        return {
             "content-type": self._reply.content_type,
             "apim-request-id": self._fake._next_id(),
             "x-request-id": self._fake._next_id(),
             **_AZURE_HEADERS,
-            **self._reply.headers,
         }
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": self._header_pairs(len(reply.body)),
-                }
-            )
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send(
-            {"type": "http.response.start", "status": reply.status, "headers": self._header_pairs(None)}
-        )
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,13 +622,7 @@ def azure_upstream() -> Iterator[FakeAzure]:
 @pytest.fixture
 def azure_fake(azure_upstream: FakeAzure) -> Iterator[FakeAzure]:
     """The fake, reset for this test; fails the test on any spec violation, either direction."""
-    azure_upstream.reset()
-    yield azure_upstream
-    try:
-        assert azure_upstream.validation_errors == [], "requests violated the Azure OpenAI spec"
-        assert azure_upstream.response_errors == [], "the fake sent replies that violate the spec"
-    finally:
-        azure_upstream.reset()
+    yield from checked(azure_upstream, "Azure OpenAI")
 
 
 @pytest.fixture

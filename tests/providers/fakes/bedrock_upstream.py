@@ -26,27 +26,19 @@ queue the model id picks the behaviour (`MODEL_BEHAVIOURS`). Records: `requests`
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
-import uvicorn
 from botocore.eventstream import EventStreamBuffer
 from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.settings import ProviderSettings
 from tests.providers.bedrock_spec import (
@@ -62,6 +54,7 @@ from tests.providers.bedrock_spec import (
     validate_request,
     verify_sigv4,
 )
+from tests.providers.fakes._server import Disconnect, FakeServer, Reply, ReplySender, json_reply, read_request
 
 __all__ = [
     "ACCESS_KEY",
@@ -119,36 +112,6 @@ _CONTROL_PATHS = {
 # --------------------------------------------------------------------------------------------
 # Replies and their builders
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """One scripted answer.
-
-    Attributes:
-        status: HTTP status.
-        body: the whole body of a non-streamed answer.
-        frames: for a streamed answer, raw event-stream messages written one `send` at a time.
-        headers: extra headers (they override the defaults).
-        content_type: media type of the answer.
-        delay: seconds to wait before each frame (slow streams), or before a whole body.
-        end: "close" ends the body cleanly; "abort" drops the TCP connection mid-body.
-        validate: check the reply against the service model (off for deliberately broken bytes).
-    """
-
-    status: int = 200
-    body: bytes = b""
-    frames: list[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
-    end: Literal["close", "abort"] = "close"
-    validate: bool = True
-
-
-def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    """A JSON answer."""
-    return Reply(status=status, body=orjson.dumps(payload), headers=dict(headers or {}))
 
 
 def converse_response(
@@ -359,25 +322,12 @@ class RecordedRequest:
     client_port: int  # equal ports mean a reused keep-alive connection
 
 
-@dataclass(frozen=True)
-class Disconnect:
-    """A client that went away before a streamed reply was complete."""
-
-    path: str
-    time: float
-    frames_sent: int
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer[Reply, RecordedRequest]):
     """The fake server. `start()` / `stop()`, or use as a context manager.
 
     Attributes:
@@ -386,144 +336,57 @@ class FakeBedrock:
         region: the region signatures must be scoped to.
     """
 
+    label = "Bedrock"
+
     def __init__(self) -> None:
         self.credentials: dict[str, Credential] = {}
         self.api_keys: set[str] = set()
         self.region = REGION
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
         self.auth_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)  # x-amzn-RequestId numbers; restarted by reset()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()  # `_ids` numbers x-amzn-RequestId; restarted by reset()
         self.reset()
-        self.app = Starlette(
-            routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "DELETE"])]
-        )
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "DELETE"])]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as `base_url` and `control_base_url`."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, port: int = 0) -> FakeBedrock:
-        """Listen on 127.0.0.1:`port` (0 = any free port) in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-bedrock", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Bedrock server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeBedrock:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and records; accept the test credentials again."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.auth_errors.clear()
-            self.response_errors.clear()
-            self.credentials = {
-                ACCESS_KEY: Credential(ACCESS_KEY, SECRET_KEY),
-                SESSION_ACCESS_KEY: Credential(SESSION_ACCESS_KEY, SESSION_SECRET_KEY, SESSION_TOKEN),
-            }
-            self.api_keys = {API_KEY}
-            self.region = REGION
-            self._ids = itertools.count(1)
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds for one."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
+    def _reset_settings(self) -> None:
+        """Forget the auth errors too; accept the test credentials again."""
+        self.auth_errors.clear()
+        self.credentials = {
+            ACCESS_KEY: Credential(ACCESS_KEY, SECRET_KEY),
+            SESSION_ACCESS_KEY: Credential(SESSION_ACCESS_KEY, SESSION_SECRET_KEY, SESSION_TOKEN),
+        }
+        self.api_keys = {API_KEY}
+        self.region = REGION
+        self._ids = itertools.count(1)
 
     # -- handling ---------------------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
+        got = await read_request(request)
+        headers, body, raw = got.headers, got.body, got.raw
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query = request.scope.get("query_string", b"").decode("latin-1")
         model_id, action = _route(raw_path)
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        with self._lock:
-            port = request.client.port if request.client else 0
-            self.requests.append(
-                RecordedRequest(
-                    request.method,
-                    raw_path,
-                    query,
-                    model_id,
-                    action,
-                    headers,
-                    body,
-                    raw,
-                    time.monotonic(),
-                    port,
-                )
+        self._record(
+            RecordedRequest(
+                request.method,
+                raw_path,
+                query,
+                model_id,
+                action,
+                headers,
+                body,
+                raw,
+                got.time,
+                got.client_port,
             )
+        )
         operation = _RUNTIME_ACTIONS.get(action) or _CONTROL_PATHS.get(f"/{action}")
         expected_method = "POST" if action in _RUNTIME_ACTIONS else "GET"
         if operation is None or request.method != expected_method:
@@ -539,12 +402,10 @@ class FakeBedrock:
             return _Sender(self, raw_path, denied, operation=operation)
         problems = self._validate(action, operation, model_id, headers, body, query)
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {raw_path}: {p}" for p in problems)
+            self._add_validation_errors([f"{request.method} {raw_path}: {p}" for p in problems])
             reply = error_reply(400, "ValidationException", "; ".join(problems)[:1000])
             return _Sender(self, raw_path, reply, operation=operation)
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
             reply = self._default(action, model_id, body, query)
         return _Sender(self, raw_path, reply, operation=operation)
@@ -616,10 +477,6 @@ class FakeBedrock:
 
     # -- used by _Sender --------------------------------------------------------------------
 
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
-
     def _check_reply(self, operation: str, reply: Reply) -> None:
         if not reply.validate:
             return
@@ -632,9 +489,7 @@ class FakeBedrock:
             problems = _check_frames(reply.frames)
         else:
             problems = validate_output(service, operation, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {operation}: {p}" for p in problems)
+        self._add_response_errors(operation, problems)
 
     def _next_request_id(self) -> str:
         number = next(self._ids)
@@ -673,75 +528,21 @@ def _check_frames(frames: Sequence[bytes]) -> list[str]:
     return problems
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with AWS's headers; checks it against the model of `operation` (if any)."""
 
     def __init__(self, fake: FakeBedrock, path: str, reply: Reply, *, operation: str = "") -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
+        self._fake: FakeBedrock = fake
         if operation:
             fake._check_reply(operation, reply)
 
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {
+    def default_headers(self) -> dict[str, str]:
+        return {
             "date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
             "content-type": self._reply.content_type,
             "x-amzn-requestid": self._fake._next_request_id(),
-            **self._reply.headers,
         }
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": self._headers(len(reply.body)),
-                }
-            )
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": self._headers(None)})
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 # --------------------------------------------------------------------------------------------

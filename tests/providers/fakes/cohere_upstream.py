@@ -34,26 +34,15 @@ fixtures report failures with explicit messages instead.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
-import socket
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 import pytest
-import uvicorn
 from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.cohere import CohereProvider
 from homa_server.settings import ProviderSettings
@@ -64,6 +53,16 @@ from tests.providers.cohere_spec import (
     validate_cohere_request,
     validate_cohere_schema,
 )
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    RecordedRequest,
+    Reply,
+    ReplySender,
+    json_reply,
+    read_request,
+)
 
 __all__ = [
     "COHERE_TEST_KEY",
@@ -72,6 +71,7 @@ __all__ = [
     "MODEL_BEHAVIOURS",
     "RESPONSE_ID",
     "USAGE",
+    "Disconnect",
     "FakeCohere",
     "RecordedRequest",
     "Reply",
@@ -121,37 +121,6 @@ _MODELS = "/v1/models"
 # --------------------------------------------------------------------------------------------
 # Replies and their builders
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """One scripted answer.
-
-    Attributes:
-        status: HTTP status.
-        body: the whole body of a non-streamed answer.
-        frames: for a streamed answer, the raw bytes written one `send` at a time (already framed).
-        headers: extra headers (they override the defaults).
-        content_type: media type of the answer.
-        delay: seconds to wait before each frame (slow streams), or before a whole body.
-        end: "close" ends the body cleanly after the frames; "abort" drops the TCP connection
-            without the chunked terminator.
-        validate: check the reply against the spec (turn off for deliberately broken bytes).
-    """
-
-    status: int = 200
-    body: bytes = b""
-    frames: list[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
-    end: Literal["close", "abort"] = "close"
-    validate: bool = True
-
-
-def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    """A JSON answer."""
-    return Reply(status=status, body=orjson.dumps(payload), headers=dict(headers or {}))
 
 
 def error_reply(
@@ -388,185 +357,57 @@ MODEL_BEHAVIOURS: dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
-    raw: bytes
-    time: float  # time.monotonic()
-    client_port: int  # the client's TCP port: equal ports mean a reused keep-alive connection
-
-
-@dataclass(frozen=True)
-class Disconnect:
-    """A client that went away before a streamed reply was complete."""
-
-    path: str
-    time: float  # time.monotonic() when the server noticed
-    frames_sent: int
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
-# --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeCohere:
+class FakeCohere(FakeServer[Reply, RecordedRequest]):
     """The fake server. Start with `start()` (or as a context manager), stop with `stop()`."""
 
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self.models: list[str] = list(MODELS)
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route(_CHAT, self._cohere, methods=["POST"]),
-                Route(_MODELS, self._cohere, methods=["GET"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+    label = "Cohere"
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def __init__(self) -> None:
+        self.models: list[str] = list(MODELS)
+        super().__init__()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(_CHAT, self._cohere, methods=["POST"]),
+            Route(_MODELS, self._cohere, methods=["GET"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL (`http://127.0.0.1:<port>`, no version prefix)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> FakeCohere:
-        """Listen on 127.0.0.1 on a free port in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-cohere", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Cohere server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeCohere:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies, every record, and restore the model list."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-            self.models = list(MODELS)
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds for one."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
+    def _reset_settings(self) -> None:
+        """Restore the model list."""
+        self.models = list(MODELS)
 
     # -- handlers ---------------------------------------------------------------------------
 
     async def _cohere(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        query = dict(request.query_params)
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        path = request.url.path
-        with self._lock:
-            port = request.client.port if request.client else 0
-            self.requests.append(
-                RecordedRequest(request.method, path, query, headers, body, raw, time.monotonic(), port)
-            )
+        record = self._record(await read_request(request))
+        method, path, query, headers = record.method, record.path, record.query, record.headers
         problems = validate_cohere_request(
-            request.method,
+            method,
             path,
-            raw or None,
+            record.raw or None,
             headers,
             query=query,
             content_type=headers.get("content-type", "application/json").split(";")[0],
         )
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {path}: {p}" for p in problems)
+            self._add_validation_errors([f"{method} {path}: {p}" for p in problems])
             if problems[0].startswith("SecurityValidationError"):
-                return _Sender(self, request.method, path, error_reply(401, _NO_KEY))
-            return _Sender(
-                self, request.method, path, error_reply(400, "invalid request: " + problems[0][:200])
-            )
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+                return _Sender(self, method, path, error_reply(401, _NO_KEY))
+            return _Sender(self, method, path, error_reply(400, "invalid request: " + problems[0][:200]))
+        reply = self._next_reply()
         if reply is None:
-            reply = self._default(path, query, body)
-        return _Sender(self, request.method, path, reply)
+            reply = self._default(path, query, record.body)
+        return _Sender(self, method, path, reply)
 
     def _default(self, path: str, query: dict[str, str], body: Any) -> Reply:
         if path == _MODELS:
@@ -604,10 +445,6 @@ class FakeCohere:
 
     # -- used by _Sender --------------------------------------------------------------------
 
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
-
     def _check_reply(self, method: str, path: str, reply: Reply) -> None:
         if not reply.validate:
             return
@@ -620,9 +457,7 @@ class FakeCohere:
         else:
             schema = "ChatResponseV2" if path == _CHAT else "ListModelsResponse"
             problems = validate_cohere_schema(schema, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+        self._add_response_errors(path, problems)
 
     def _next_trace_id(self) -> str:
         return f"{next(self._ids):032x}"
@@ -643,76 +478,21 @@ def _check_frame(frame: bytes) -> list[str]:
     return problems + validate_cohere_event(event)
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with Cohere's headers, checking it against the spec."""
 
     def __init__(self, fake: FakeCohere, method: str, path: str, reply: Reply, *, check: bool = True) -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
+        self._fake: FakeCohere = fake
         if check:
             fake._check_reply(method, path, reply)
 
-    def _wire_headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {
+    def default_headers(self) -> dict[str, str]:
+        return {
             "content-type": self._reply.content_type,
             "x-debug-trace-id": self._fake._next_trace_id(),
             "vary": "Origin",
-            **self._reply.headers,
         }
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)  # a slow upstream: nothing at all until the whole answer
-            start = {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": self._wire_headers(len(reply.body)),
-            }
-            await send(start)
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send(
-            {"type": "http.response.start", "status": reply.status, "headers": self._wire_headers(None)}
-        )
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,29 +31,29 @@ Records: `requests` (method, path, query, headers, parsed JSON body, time, clien
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 import pytest
-import uvicorn
 from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.base import CallContext
 from homa_server.providers.gemini import GeminiProvider
 from homa_server.settings import ProviderSettings
+from tests.providers.fakes import _server
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    ReplySender,
+    checked,
+    read_request,
+)
 from tests.providers.gemini_spec import (
     EXAMPLES,
     validate_count_tokens_request,
@@ -406,18 +406,8 @@ DEFAULT_MODELS = ["gemini-2.5-flash", "gemini-2.5-pro", "text-embedding-004", *M
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
-    raw: bytes
-    time: float  # time.monotonic()
-    client_port: int  # equal ports mean a reused keep-alive connection
+class RecordedRequest(_server.RecordedRequest):
+    """One request as received, with the model and method its path names."""
 
     @property
     def model(self) -> str:
@@ -431,155 +421,49 @@ class RecordedRequest:
         return self.path.rpartition(":")[2] if ":" in self.path else ""
 
 
-@dataclass(frozen=True)
-class Disconnect:
-    """A client that went away before a streamed reply was complete."""
-
-    path: str
-    time: float  # time.monotonic() when the server noticed
-    frames_sent: int
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeGemini:
+class FakeGemini(FakeServer[Reply, RecordedRequest]):
     """The fake server. Start with `start()`, stop with `stop()`.
 
     Args:
         api_key: the key `x-goog-api-key` must carry.
     """
 
+    label = "Gemini"
+
     def __init__(self, api_key: str = TEST_KEY) -> None:
         self.api_key = api_key
         self.models = list(DEFAULT_MODELS)
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route("/v1beta/models", self._list_models, methods=["GET"]),
-                Route("/v1beta/{name:path}", self._generate, methods=["POST"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+        super().__init__()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1beta/models", self._list_models, methods=["GET"]),
+            Route("/v1beta/{name:path}", self._generate, methods=["POST"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL (`http://127.0.0.1:<port>/v1beta`)."""
         return f"http://127.0.0.1:{self.port}/v1beta"
 
-    def start(self) -> FakeGemini:
-        """Listen on 127.0.0.1, any free port, in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-gemini", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Gemini server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and every record; restore the key and model list."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-            self.api_key = TEST_KEY
-            self.models = list(DEFAULT_MODELS)
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds for one (polls, because the
-        record is written by the server's own thread)."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
+    def _reset_settings(self) -> None:
+        """Restore the key and model list."""
+        self.api_key = TEST_KEY
+        self.models = list(DEFAULT_MODELS)
 
     # -- handlers ---------------------------------------------------------------------------
 
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        record = RecordedRequest(
-            request.method,
-            request.url.path,
-            dict(request.query_params),
-            {name.lower(): value for name, value in request.headers.items()},
-            body,
-            raw,
-            time.monotonic(),
-            request.client.port if request.client else 0,
-        )
-        with self._lock:
-            self.requests.append(record)
-        return record
+    async def _receive(self, request: Request) -> RecordedRequest:
+        return self._record(await read_request(request, RecordedRequest))
 
     def _violation(self, record: RecordedRequest, problems: Iterable[str]) -> None:
-        with self._lock:
-            self.validation_errors.extend(f"{record.method} {record.path}: {p}" for p in problems)
+        self._add_validation_errors([f"{record.method} {record.path}: {p}" for p in problems])
 
     def _auth(self, record: RecordedRequest) -> Reply | None:
         if "key" in record.query:
@@ -592,7 +476,7 @@ class FakeGemini:
         return None
 
     async def _generate(self, request: Request) -> Response:
-        record = await self._record(request)
+        record = await self._receive(request)
         name, _, method = record.path.removeprefix("/v1beta/").rpartition(":")
         if method not in _METHODS or not name.startswith(("models/", "tunedModels/")) or name.count("/") != 1:
             message = f"Invalid resource name or method: {record.path}"
@@ -608,8 +492,7 @@ class FakeGemini:
                 400, "Invalid JSON payload received. " + problems[0][:300], "INVALID_ARGUMENT"
             )
             return _Sender(self, record, reply)
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
             reply = self._default(record, method)
         if method == "streamGenerateContent" and record.query.get("alt") != "sse" and reply.frames:
@@ -650,12 +533,11 @@ class FakeGemini:
         return text_stream() if method == "streamGenerateContent" else json_reply(response_json())
 
     async def _list_models(self, request: Request) -> Response:
-        record = await self._record(request)
+        record = await self._receive(request)
         denied = self._auth(record)
         if denied is not None:
             return _Sender(self, record, denied)
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
             reply = self._model_page(record)
         return _Sender(self, record, reply, method="list")
@@ -686,7 +568,7 @@ class FakeGemini:
         return json_reply(payload)
 
     async def _unknown(self, request: Request) -> Response:
-        record = await self._record(request)
+        record = await self._receive(request)
         self._violation(record, ["unknown path"])
         page = b"<!DOCTYPE html>\n<html lang=en><title>Error 404 (Not Found)!!1</title><p><b>404.</b>"
         return _Sender(
@@ -696,10 +578,6 @@ class FakeGemini:
         )
 
     # -- used by _Sender --------------------------------------------------------------------
-
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
 
     def _check_reply(self, path: str, method: str, reply: Reply) -> None:
         if not reply.validate:
@@ -721,9 +599,7 @@ class FakeGemini:
                 method, "GenerateContentResponse"
             )
             problems = validate_response(schema, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+        self._add_response_errors(path, problems)
 
 
 def _as_json_array(reply: Reply) -> Reply:
@@ -732,76 +608,19 @@ def _as_json_array(reply: Reply) -> Reply:
     return Reply(body=b"[" + b",\r\n".join(items) + b"]", validate=False)
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with Google's headers; checks it against the spec (API calls, errors)."""
 
     def __init__(self, fake: FakeGemini, record: RecordedRequest, reply: Reply, *, method: str = "") -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = record.path
-        self._reply = reply
+        super().__init__(fake, record.path, reply)
         if method or reply.status >= 400:
             fake._check_reply(record.path, method, reply)
 
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
+    def default_headers(self) -> dict[str, str]:
         headers = {"content-type": self._reply.content_type, **_GOOGLE_HEADERS}
         if self._reply.frames is not None:
             headers["content-disposition"] = "attachment"
-        headers.update(self._reply.headers)
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": self._headers(len(reply.body)),
-                }
-            )
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": self._headers(None)})
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-                if reply.hold:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.hold)
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        return headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -832,13 +651,7 @@ def gemini_upstream_fixture() -> Iterator[FakeGemini]:
 @pytest.fixture(name="gemini_fake")
 def gemini_fake_fixture(gemini_upstream: FakeGemini) -> Iterator[FakeGemini]:
     """The fake, reset for this test; fails the test on any spec violation, either direction."""
-    gemini_upstream.reset()
-    yield gemini_upstream
-    try:
-        assert gemini_upstream.validation_errors == [], "requests violated the Gemini spec"
-        assert gemini_upstream.response_errors == [], "the fake sent replies that violate the spec"
-    finally:
-        gemini_upstream.reset()
+    yield from checked(gemini_upstream, "Gemini")
 
 
 @pytest.fixture(name="gemini_provider")

@@ -29,27 +29,27 @@ Records: `requests` (method, path, headers, parsed JSON body, time, client port)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.ollama import OllamaProvider
 from homa_server.settings import ProviderSettings
+from tests.providers.fakes import _server
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    ReplySender,
+    checked,
+    read_request,
+)
 from tests.providers.ollama_spec import (
     OLLAMA_SPEC,
     ollama_api,
@@ -109,29 +109,10 @@ OVERLOADED_TEXT = "Server overloaded, please retry shortly (ref: aaa65c70-cfa0-4
 
 
 @dataclass
-class Reply:
-    """One scripted answer.
+class Reply(_server.Reply):
+    """One scripted answer (see `_server.Reply`); JSON bodies as gin's `c.JSON` labels them."""
 
-    Attributes:
-        status: HTTP status.
-        body: the whole body of a non-streamed answer.
-        frames: for a streamed answer, the raw bytes written one `send` at a time.
-        headers: extra headers (they override the defaults).
-        content_type: media type of the answer.
-        delay: seconds to wait before each frame (slow streams), or before a whole body.
-        end: "close" ends the body cleanly after the frames; "abort" drops the TCP connection
-            without the chunked terminator.
-        validate: check the reply against the spec (off for deliberately broken bytes).
-    """
-
-    status: int = 200
-    body: bytes = b""
-    frames: list[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
     content_type: str = JSON_TYPE
-    delay: float = 0.0
-    end: Literal["close", "abort"] = "close"
-    validate: bool = True
 
 
 def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
@@ -322,163 +303,55 @@ class RecordedRequest:
     client_port: int  # equal ports mean a reused keep-alive connection
 
 
-@dataclass(frozen=True)
-class Disconnect:
-    """A client that went away before a streamed reply was complete."""
-
-    path: str
-    time: float  # time.monotonic() when the server noticed
-    frames_sent: int
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeOllama:
+class FakeOllama(FakeServer[Reply, RecordedRequest]):
     """The fake server. Start with `start()` (or as a context manager), stop with `stop()`.
 
     Args:
         require_key: when set, demand `Authorization: Bearer <require_key>` (Ollama Cloud).
     """
 
+    label = "Ollama"
+
     def __init__(self, *, require_key: str | None = None) -> None:
         self.require_key = require_key
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route("/api/chat", self._api, methods=["POST"]),
-                Route("/api/tags", self._api, methods=["GET"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+        super().__init__()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/chat", self._api, methods=["POST"]),
+            Route("/api/tags", self._api, methods=["GET"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL: the server root (`http://127.0.0.1:<port>`)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, port: int = 0) -> FakeOllama:
-        """Listen on 127.0.0.1:`port` (0 = any free port) in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-ollama", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Ollama server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and every record."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds for one (polling, because
-        the record is written by the server's own thread)."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
-
     # -- handlers ---------------------------------------------------------------------------
 
     async def _api(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        path = request.url.path
-        with self._lock:
-            port = request.client.port if request.client else 0
-            self.requests.append(
-                RecordedRequest(request.method, path, headers, body, raw, time.monotonic(), port)
-            )
+        got = await read_request(request)
+        method, path, headers, body, raw = got.method, got.path, got.headers, got.body, got.raw
+        self._record(RecordedRequest(method, path, headers, body, raw, got.time, got.client_port))
         if self.require_key is not None and headers.get("authorization") != f"Bearer {self.require_key}":
             return _Sender(self, path, error_reply(401, "unauthorized"))
         problems = validate_ollama_request(
-            request.method,
+            method,
             path,
             raw or None,
             headers,
             content_type=headers.get("content-type", "application/json").split(";")[0],
         )
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {path}: {p}" for p in problems)
+            self._add_validation_errors([f"{method} {path}: {p}" for p in problems])
             return _Sender(self, path, error_reply(400, "invalid request: " + problems[0].splitlines()[0]))
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         return _Sender(self, path, reply if reply is not None else self._default(path, body))
 
     def _default(self, path: str, body: Any) -> Reply:
@@ -494,10 +367,6 @@ class FakeOllama:
         return _Sender(self, request.url.path, reply)
 
     # -- used by _Sender --------------------------------------------------------------------
-
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
 
     def _check_reply(self, path: str, reply: Reply) -> None:
         if not reply.validate:
@@ -523,9 +392,7 @@ class FakeOllama:
         else:
             schema = {"/api/chat": "ChatResponse", "/api/tags": "ListResponse"}[path]
             problems = validate_ollama_schema(schema, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+        self._add_response_errors(path, problems)
 
 
 def _model_summary(name: str) -> dict[str, Any]:
@@ -546,69 +413,12 @@ def _model_summary(name: str) -> dict[str, Any]:
     }
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` (Ollama sends no headers of its own), checking it against the spec."""
 
     def __init__(self, fake: FakeOllama, path: str, reply: Reply) -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
         fake._check_reply(path, reply)
-
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {"content-type": self._reply.content_type, **self._reply.headers}
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)  # a slow upstream: nothing at all until the whole answer
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": self._headers(len(reply.body)),
-                }
-            )
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": self._headers(None)})
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,14 +446,10 @@ def ollama_upstream_fixture() -> Iterator[FakeOllama]:
 @pytest.fixture(name="ollama_fake")
 def ollama_fake_fixture(ollama_upstream: FakeOllama) -> Iterator[FakeOllama]:
     """The fake, reset for this test; fails the test on any spec violation, either direction."""
-    ollama_upstream.reset()
     ollama_upstream.require_key = None
-    yield ollama_upstream
     try:
-        assert ollama_upstream.validation_errors == [], "requests violated the Ollama spec"
-        assert ollama_upstream.response_errors == [], "the fake sent replies that violate the spec"
+        yield from checked(ollama_upstream, "Ollama")
     finally:
-        ollama_upstream.reset()
         ollama_upstream.require_key = None
 
 

@@ -27,25 +27,26 @@ Run standalone: `python -m tests.providers.fakes.openai_upstream --port 8081 [--
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import itertools
-import socket
 import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    Reply,
+    ReplySender,
+    json_reply,
+    read_request,
+)
 from tests.providers.spec_validation import OPENAI_SPEC, validate_openai_request, validate_openai_schema
 
 __all__ = [
@@ -102,37 +103,6 @@ _OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses/input_tokens", "/v1/mode
 # --------------------------------------------------------------------------------------------
 # Replies and their builders
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """One scripted answer.
-
-    Attributes:
-        status: HTTP status.
-        body: the whole body of a non-streamed answer.
-        frames: for a streamed answer, the raw bytes written one `send` at a time (already framed).
-        headers: extra headers (they override the defaults).
-        content_type: media type of the answer.
-        delay: seconds to wait before each frame (slow streams), or before a whole body.
-        end: "close" ends the body cleanly after the frames; "abort" drops the TCP connection
-            without the chunked terminator.
-        validate: check the reply against the spec (turn off for deliberately broken bytes).
-    """
-
-    status: int = 200
-    body: bytes = b""
-    frames: list[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
-    end: Literal["close", "abort"] = "close"
-    validate: bool = True
-
-
-def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    """A JSON answer."""
-    return Reply(status=status, body=orjson.dumps(payload), headers=dict(headers or {}))
 
 
 def chat_completion(
@@ -359,25 +329,12 @@ class RecordedRequest:
     client_port: int  # the client's TCP port: equal ports mean a reused keep-alive connection
 
 
-@dataclass(frozen=True)
-class Disconnect:
-    """A client that went away before a streamed reply was complete."""
-
-    path: str
-    time: float  # time.monotonic() when the server noticed
-    frames_sent: int
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[Reply, RecordedRequest]):
     """The fake server. Start with `start()` (or as a context manager), stop with `stop()`.
 
     Args:
@@ -385,134 +342,36 @@ class FakeOpenAI:
             that take no key).
     """
 
+    label = "OpenAI"
+
     def __init__(self, *, require_auth: bool = True) -> None:
         self.require_auth = require_auth
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._openai, methods=["POST"]),
-                Route("/v1/responses/input_tokens", self._openai, methods=["POST"]),
-                Route("/v1/models", self._openai, methods=["GET"]),
-                Route("/__fake__/requests", self._control_requests, methods=["GET"]),
-                Route("/__fake__/enqueue", self._control_enqueue, methods=["POST"]),
-                Route("/__fake__/reset", self._control_reset, methods=["POST"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+        super().__init__()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/chat/completions", self._openai, methods=["POST"]),
+            Route("/v1/responses/input_tokens", self._openai, methods=["POST"]),
+            Route("/v1/models", self._openai, methods=["GET"]),
+            Route("/__fake__/requests", self._control_requests, methods=["GET"]),
+            Route("/__fake__/enqueue", self._control_enqueue, methods=["POST"]),
+            Route("/__fake__/reset", self._control_reset, methods=["POST"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL (`http://127.0.0.1:<port>/v1`)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, port: int = 0) -> FakeOpenAI:
-        """Listen on 127.0.0.1:`port` (0 = any free port) in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(self._config())
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _config(self) -> uvicorn.Config:
-        return uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-
-    # -- scripting and records --------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and every record."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds for one.
-
-        Polls, because the record is written by the server's own thread and loop.
-        """
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
-
     # -- handlers ---------------------------------------------------------------------------
 
     async def _openai(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        path = request.url.path
-        with self._lock:
-            port = request.client.port if request.client else 0
-            self.requests.append(
-                RecordedRequest(request.method, path, headers, body, raw, time.monotonic(), port)
-            )
+        got = await read_request(request)
+        method, path, headers, body, raw = got.method, got.path, got.headers, got.body, got.raw
+        self._record(RecordedRequest(method, path, headers, body, raw, got.time, got.client_port))
         problems = validate_openai_request(
-            request.method,
+            method,
             path,
             raw or None,
             headers,
@@ -520,15 +379,13 @@ class FakeOpenAI:
             require_auth=self.require_auth,
         )
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {path}: {p}" for p in problems)
+            self._add_validation_errors([f"{method} {path}: {p}" for p in problems])
             if problems[0].startswith("SecurityValidationError"):
                 return _Sender(self, path, error_reply(401, _NO_KEY_MESSAGE))  # what OpenAI answers
             return _Sender(
                 self, path, error_reply(400, "Request does not match the OpenAPI spec: " + problems[0])
             )
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
             reply = self._default(path, body)
         return _Sender(self, path, reply)
@@ -584,10 +441,6 @@ class FakeOpenAI:
 
     # -- used by _Sender --------------------------------------------------------------------
 
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
-
     def _check_reply(self, path: str, reply: Reply) -> None:
         if not reply.validate:
             return
@@ -608,86 +461,30 @@ class FakeOpenAI:
                 "/v1/models": "ListModelsResponse",
             }[path]
             problems = validate_openai_schema(schema, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+        self._add_response_errors(path, problems)
 
     def _next_request_id(self) -> str:
         return f"req_{next(self._ids):032x}"
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with OpenAI's headers; checks it against the spec on an OpenAI path."""
 
     def __init__(self, fake: FakeOpenAI, path: str, reply: Reply, *, check: bool = True) -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
+        self._fake: FakeOpenAI = fake
         if check and path in _OPENAI_PATHS:
             fake._check_reply(path, reply)
 
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {
+    def default_headers(self) -> dict[str, str]:
+        return {
             "content-type": self._reply.content_type,
             "x-request-id": self._fake._next_request_id(),
             "openai-organization": "user-fake",
             "openai-processing-ms": "12",
             "openai-version": "2020-10-01",
             **_RATE_HEADERS,
-            **self._reply.headers,
         }
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)  # a slow upstream: nothing at all until the whole answer
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": self._headers(len(reply.body)),
-                }
-            )
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": self._headers(None)})
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,29 +26,30 @@ Records: `requests` (method, path, query, headers, parsed JSON body, time, clien
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 import pytest
-import uvicorn
 from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.venice import VeniceProvider
 from homa_server.settings import ProviderSettings
-from tests.providers.fakes.openai_upstream import Disconnect, Reply
+from tests.providers.fakes._server import (
+    ANY_METHOD,
+    Disconnect,
+    FakeServer,
+    RecordedRequest,
+    Reply,
+    ReplySender,
+    checked,
+    json_reply,
+    read_request,
+)
 from tests.providers.venice_spec import (
     BASE_PATH,
     is_security_problem,
@@ -104,11 +105,6 @@ _ERROR_SCHEMAS = {
 # --------------------------------------------------------------------------------------------
 # Replies and their builders
 # --------------------------------------------------------------------------------------------
-
-
-def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    """A JSON answer."""
-    return Reply(status=status, body=orjson.dumps(payload), headers=dict(headers or {}))
 
 
 def venice_parameters(citations: Sequence[dict[str, Any]] = (), **overrides: Any) -> dict[str, Any]:
@@ -287,153 +283,42 @@ def rate_limited_reply(*, exhausted: Literal["requests", "tokens"] = "requests",
 
 
 # --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
-    raw: bytes
-    time: float  # time.monotonic()
-    client_port: int  # equal ports mean a reused keep-alive connection
-
-
-class _AbortConnectionError(Exception):
-    """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
-
-
-# --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
 
 
-class FakeVenice:
+class FakeVenice(FakeServer[Reply, RecordedRequest]):
     """The fake server. Start with `start()`, stop with `stop()`."""
 
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.disconnects: list[Disconnect] = []
-        self.validation_errors: list[str] = []
-        self.response_errors: list[str] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.app = Starlette(
-            routes=[
-                Route(_CHAT_PATH, self._venice, methods=["POST"]),
-                Route(_MODELS_PATH, self._venice, methods=["GET"]),
-                Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            ]
-        )
+    label = "Venice"
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(_CHAT_PATH, self._venice, methods=["POST"]),
+            Route(_MODELS_PATH, self._venice, methods=["GET"]),
+            Route("/{path:path}", self._unknown, methods=ANY_METHOD),
+        ]
 
     @property
     def base_url(self) -> str:
         """What an adapter uses as its base URL (`http://127.0.0.1:<port>/api/v1`)."""
         return f"http://127.0.0.1:{self.port}{BASE_PATH}"
 
-    def start(self) -> FakeVenice:
-        """Listen on a free 127.0.0.1 port in a background thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            log_level="critical",  # deliberate connection drops would otherwise log tracebacks
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-venice", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Venice server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Serve `replies`, in order, to the next requests."""
-        with self._lock:
-            self._queue.extend(replies)
-
-    def reset(self) -> None:
-        """Forget queued replies and every record."""
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects.clear()
-            self.validation_errors.clear()
-            self.response_errors.clear()
-
-    @property
-    def last(self) -> RecordedRequest:
-        """The most recent request."""
-        return self.requests[-1]
-
-    async def wait_for_disconnect(self, within: float = 1.0) -> Disconnect:
-        """The first recorded disconnect, waiting up to `within` seconds (polls the server thread)."""
-        deadline = time.monotonic() + within
-        while not self.disconnects:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no client disconnect within {within} s")
-            await asyncio.sleep(0.005)
-        return self.disconnects[0]
-
     # -- handlers ---------------------------------------------------------------------------
 
     async def _venice(self, request: Request) -> Response:
-        raw = await request.body()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        query = dict(request.query_params)
-        body: Any = None
-        if raw:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                body = orjson.loads(raw)
-        path = request.url.path
-        with self._lock:
-            port = request.client.port if request.client else 0
-            self.requests.append(
-                RecordedRequest(request.method, path, query, headers, body, raw, time.monotonic(), port)
-            )
+        record = self._record(await read_request(request))
+        method, path, query, headers = record.method, record.path, record.query, record.headers
         problems = validate_venice_request(
-            request.method,
+            method,
             path,
-            raw or None,
+            record.raw or None,
             headers,
             query=query,
             content_type=headers.get("content-type", "application/json").split(";")[0],
         )
         if problems:
-            with self._lock:
-                self.validation_errors.extend(f"{request.method} {path}: {p}" for p in problems)
+            self._add_validation_errors([f"{method} {path}: {p}" for p in problems])
             if is_security_problem(problems[0]):
                 return _Sender(self, path, error_reply(401, "Authentication failed"))
             issue = {"code": "custom", "path": [], "message": problems[0].splitlines()[0][:200]}
@@ -441,10 +326,9 @@ class FakeVenice:
                 400, "Invalid request parameters", details={"_errors": [issue["message"]]}, issues=[issue]
             )
             return _Sender(self, path, invalid)
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else None
+        reply = self._next_reply()
         if reply is None:
-            reply = self._default(path, body)
+            reply = self._default(path, record.body)
         return _Sender(self, path, reply)
 
     def _default(self, path: str, body: Any) -> Reply:
@@ -455,10 +339,6 @@ class FakeVenice:
 
     async def _unknown(self, request: Request) -> Response:
         return _Sender(self, request.url.path, error_reply(404, "Not Found"), check=False)
-
-    def _record_disconnect(self, path: str, frames_sent: int) -> None:
-        with self._lock:
-            self.disconnects.append(Disconnect(path, time.monotonic(), frames_sent))
 
     def _check_reply(self, path: str, reply: Reply) -> None:
         if not reply.validate:
@@ -481,9 +361,7 @@ class FakeVenice:
         else:
             schema = "ModelList" if path == _MODELS_PATH else "ChatCompletion"
             problems = validate_venice_schema(schema, orjson.loads(reply.body))
-        if problems:
-            with self._lock:
-                self.response_errors.extend(f"reply to {path}: {p}" for p in problems)
+        self._add_response_errors(path, problems)
 
 
 def model_list(ids: Sequence[str]) -> dict[str, Any]:
@@ -515,74 +393,16 @@ def rate_headers() -> dict[str, str]:
     }
 
 
-class _Sender(Response):
-    """Writes a `Reply` as raw ASGI messages, watching for the client going away."""
+class _Sender(ReplySender):
+    """Writes a `Reply` with Venice's headers; checks it against the spec on a Venice path."""
 
     def __init__(self, fake: FakeVenice, path: str, reply: Reply, *, check: bool = True) -> None:
-        super().__init__()
-        self._fake = fake
-        self._path = path
-        self._reply = reply
+        super().__init__(fake, path, reply)
         if check and path in _VENICE_PATHS:
             fake._check_reply(path, reply)
 
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
-        headers = {
-            "content-type": self._reply.content_type,
-            "x-venice-version": VERSION,
-            **rate_headers(),
-            **self._reply.headers,
-        }
-        if length is not None:
-            headers["content-length"] = str(length)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reply = self._reply
-        if reply.frames is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            start = {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": self._headers(len(reply.body)),
-            }
-            await send(start)
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": self._headers(None)})
-        gone = asyncio.Event()
-        sent = 0
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
-        try:
-            for frame in reply.frames:
-                if reply.delay:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), reply.delay)
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent += 1
-            else:
-                await asyncio.sleep(0)  # let a disconnect that raced the last frame be seen
-            if gone.is_set():
-                self._fake._record_disconnect(self._path, sent)
-                return
-            if reply.end == "abort":
-                raise _AbortConnectionError
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+    def default_headers(self) -> dict[str, str]:
+        return {"content-type": self._reply.content_type, "x-venice-version": VERSION, **rate_headers()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,13 +429,7 @@ def venice_upstream_fixture() -> Iterator[FakeVenice]:
 @pytest.fixture(name="venice_fake")
 def venice_fake_fixture(venice_upstream: FakeVenice) -> Iterator[FakeVenice]:
     """The fake, reset for this test; fails the test on any spec violation, either direction."""
-    venice_upstream.reset()
-    yield venice_upstream
-    try:
-        assert venice_upstream.validation_errors == [], "requests violated the Venice spec"
-        assert venice_upstream.response_errors == [], "the fake sent replies that violate the spec"
-    finally:
-        venice_upstream.reset()
+    yield from checked(venice_upstream, "Venice")
 
 
 @pytest.fixture(name="venice_provider")
