@@ -142,6 +142,7 @@ def _supervise(settings: Settings) -> None:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
+            process.join(5)
 
 
 def run_server(settings: Settings) -> None:

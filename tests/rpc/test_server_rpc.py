@@ -49,9 +49,14 @@ async def test_unimplemented_server_stream_rpc_names_itself(server: RunningServe
     _assert_unimplemented(info.value, "homa.audio.v1.AudioService/Synthesize")
 
 
+# The request streams below are empty: the server answers before reading, and a client still
+# writing into a call the server has already closed can race in gRPC core (seen as INTERNAL).
+
+
 async def test_unimplemented_client_stream_rpc_names_itself(server: RunningServer) -> None:
     async def chunks() -> AsyncIterator[audio_pb2.TranscribeRequest]:
-        yield audio_pb2.TranscribeRequest()
+        return
+        yield  # pragma: no cover - makes this an async generator
 
     with pytest.raises(aio.AioRpcError) as info:
         await audio_grpc.AudioServiceStub(server.channel).Transcribe(chunks())
@@ -60,7 +65,8 @@ async def test_unimplemented_client_stream_rpc_names_itself(server: RunningServe
 
 async def test_unimplemented_bidi_rpc_names_itself(server: RunningServer) -> None:
     async def chunks() -> AsyncIterator[audio_pb2.StreamTranscribeRequest]:
-        yield audio_pb2.StreamTranscribeRequest()
+        return
+        yield  # pragma: no cover - makes this an async generator
 
     with pytest.raises(aio.AioRpcError) as info:
         async for _ in audio_grpc.AudioServiceStub(server.channel).StreamTranscribe(chunks()):
