@@ -12,27 +12,61 @@ deadline, so a call never outlives its gRPC deadline by more than one read.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
+import orjson
 
 from homa_server.errors import Code, GatewayError, Reason
+from homa_server.providers._errors import protocol_error
 from homa_server.providers._upstream import UpstreamClient
 from homa_server.providers.base import CallContext
 from homa_server.settings import ProviderSettings
 
 __all__ = [
+    "HTTPProvider",
     "TimeoutPolicy",
     "UpstreamClient",
     "build_client",
     "deadline_exceeded",
+    "get_response",
+    "parse_json",
     "parse_retry_after",
+    "post_within_deadline",
     "transport_error",
     "upstream_timeout",
 ]
+
+
+class HTTPProvider:
+    """`name`, `kind` and `aclose` of an adapter that owns one pooled client (see `Provider`).
+
+    Subclasses set `_name` (the instance name from settings), `_kind` (the configured adapter
+    kind) and `_client` (from `build_client`) in their `__init__`.
+    """
+
+    _name: str
+    _kind: str
+    _client: UpstreamClient
+
+    @property
+    def name(self) -> str:
+        """Instance name from settings."""
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        """The configured adapter kind (e.g. "openai", or "openai_compatible" for other servers)."""
+        return self._kind
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. The provider must not be used afterwards."""
+        await self._client.aclose()
 
 
 def build_client(
@@ -137,6 +171,69 @@ def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
         retryable=True,
         metadata={"provider": provider, "transport_error": kind},
     )
+
+
+async def post_within_deadline(
+    client: UpstreamClient,
+    provider: str,
+    url: httpx.URL,
+    ctx: CallContext,
+    timeouts: TimeoutPolicy,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    auth: httpx.Auth | None = None,
+) -> httpx.Response:
+    """POST `content` within what is left of `ctx`'s deadline; the response, whatever its status.
+
+    Each httpx phase is bounded by `timeouts.for_call(ctx)` and the whole call (body included) by
+    `asyncio.timeout(ctx.remaining())`.
+
+    Raises:
+        GatewayError: DEADLINE_EXCEEDED before sending when the deadline has passed (see
+            `TimeoutPolicy.for_call`); UPSTREAM_TIMEOUT when it passes during the call; the
+            `transport_error` of an httpx failure.
+    """
+    timeout = timeouts.for_call(ctx)
+    try:
+        async with asyncio.timeout(ctx.remaining()):
+            return await client.post(url, content=content, headers=headers, timeout=timeout, auth=auth)
+    except TimeoutError:
+        raise upstream_timeout(provider, "the call deadline passed") from None
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from None
+
+
+async def get_response(
+    client: UpstreamClient,
+    provider: str,
+    url: httpx.URL,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+) -> httpx.Response:
+    """GET `url` (no deadline: listings run outside calls); the response, whatever its status.
+
+    Raises:
+        GatewayError: the `transport_error` of an httpx failure.
+    """
+    try:
+        return await client.get(url, params=params, headers=headers, auth=auth)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from None
+
+
+def parse_json(provider: str, content: bytes) -> Any:
+    """The JSON value of a response body.
+
+    Raises:
+        GatewayError: UPSTREAM_PROTOCOL_ERROR ("the response body is not JSON").
+    """
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise protocol_error(provider, "the response body is not JSON") from None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -30,19 +30,25 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+    safe_message,
+    should_retry,
+)
 from homa_server.providers._http import parse_retry_after
 
 __all__ = ["error_from_event", "error_from_response", "parse_reset", "protocol_error", "rate_limit_delay"]
 
 _SECRET = re.compile(r"\b(?:sk-ant-|sk-)[A-Za-z0-9_*\-]{4,}|\bBearer\s+\S+", re.IGNORECASE)
-_MAX_MESSAGE = 500
 _CONTEXT_MARKERS = ("prompt is too long", "exceed context limit")
 _FILTER_MARKER = "content filtering policy"
 # The limits Anthropic reports, each as anthropic-ratelimit-<name>-{limit,remaining,reset}.
@@ -61,21 +67,6 @@ _TYPE_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-
-
-def protocol_error(provider: str, detail: str) -> GatewayError:
-    """The upstream answered with something that is not Anthropic's protocol (bad JSON, shape).
-
-    UNAVAILABLE and retryable, like an HTTP 502 from a proxy: the upstream, not the caller, is at
-    fault and another attempt or deployment may well work.
-    """
-    return GatewayError(
-        f"{provider} sent an invalid response: {detail}",
-        Code.UNAVAILABLE,
-        Reason.UPSTREAM_PROTOCOL_ERROR,
-        retryable=True,
-        metadata={"provider": provider},
-    )
 
 
 def error_from_response(
@@ -105,31 +96,21 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
-
-
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
+_QUOTA = ErrorClass(
+    Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "billing quota exhausted"
 )
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "billing quota exhausted")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_FILTERED = _Class(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "filtered the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_FILTERED = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "filtered the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
-def _classify(status: int, message: str) -> _Class:
+def _classify(status: int, message: str) -> ErrorClass:
     if status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 402:
         return _QUOTA
     if status == 429:
@@ -172,12 +153,7 @@ def _build(
     kind = _classify(status, upstream_message)
 
     where = "during the stream" if mid_stream else f"with HTTP {status}"
-    message = f"{provider} {kind.summary} ({where})"
-    detail = _safe_message(upstream_message) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its API key settings"
+    message = compose_message(provider, kind, where, safe_message(upstream_message, _SECRET))
 
     retry_after: float | None = None
     quota = []
@@ -190,8 +166,7 @@ def _build(
         retry_after = parse_retry_after(headers)
 
     # Anthropic's SDKs let the server overrule their retry decision; so do we.
-    should_retry = headers.get("x-should-retry")
-    retryable = kind.retryable if should_retry not in ("true", "false") else should_retry == "true"
+    retryable = should_retry(kind, headers)
     return GatewayError(
         message,
         kind.code,
@@ -201,15 +176,6 @@ def _build(
         metadata=metadata,
         quota_violations=quota,
     )
-
-
-def _safe_message(message: str) -> str:
-    if not message:
-        return ""
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned
 
 
 def parse_reset(value: str, now: float) -> float | None:

@@ -4,27 +4,33 @@ Everything that does not depend on the request is computed once in `__init__`: t
 options, the pooled client with its default headers (`x-api-key`, `anthropic-version`,
 `anthropic-beta`, then `settings.headers`), the endpoint URLs and the timeout policy.
 
-Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
-the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
-until the first event arrives. Cancellation: the streamed response lives inside `async with`, so
-closing or cancelling the generator closes the upstream connection at once.
+Deadlines and cancellation: see `_http.post_within_deadline` (unary calls) and
+`_streaming.open_stream` (streams, which also check the deadline after every event). Closing
+or cancelling a stream's generator closes the upstream connection at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
-from homa_server.errors import upstream_interrupted
-from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.errors import GatewayError, upstream_interrupted
+from homa_server.providers._http import (
+    HTTPProvider,
+    TimeoutPolicy,
+    build_client,
+    get_response,
+    parse_json,
+    post_within_deadline,
+    upstream_timeout,
+)
 from homa_server.providers._sse import SSETruncated, aiter_sse
+from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.anthropic.error_mapping import error_from_response, protocol_error
 from homa_server.providers.anthropic.messages_request import build_count_tokens_body, build_messages_body
 from homa_server.providers.anthropic.messages_response import parse_message
@@ -41,12 +47,9 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _USER_AGENT = "homa-gateway"
 _PAGE_SIZE = "1000"  # the largest page /v1/models serves
 _MAX_PAGES = 100  # a server that keeps saying has_more must not hold us forever
-# After message_stop the rest of the body (the chunked terminator) is read so the connection can be
-# reused, but never for longer than this: a server that keeps the stream open must not hold us.
-_DRAIN_TIMEOUT_S = 0.5
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """Adapter for Anthropic's Messages API.
 
     Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
@@ -88,23 +91,9 @@ class AnthropicProvider:
         self._client = build_client(settings, headers=headers)
 
     @property
-    def name(self) -> str:
-        """Instance name from settings."""
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        """The configured adapter kind ("anthropic")."""
-        return self._kind
-
-    @property
     def options(self) -> AnthropicOptions:
         """The validated vendor options."""
         return self._options
-
-    async def aclose(self) -> None:
-        """Close the pooled connections. The provider must not be used afterwards."""
-        await self._client.aclose()
 
     async def complete_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
@@ -137,54 +126,34 @@ class AnthropicProvider:
         timeout = self._timeouts.for_call(ctx)
         decoder = MessageStreamDecoder(self._name, ctx.model)
         deadline = ctx.deadline
-        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
-        started = False  # response headers received: later transport failures are interruptions
-        try:
-            async with AsyncExitStack() as stack:
-                async with _first_token_timer(first_at):
-                    response = await stack.enter_async_context(
-                        self._client.stream(
-                            "POST", self._messages_url, content=body, headers=_JSON_HEADERS, timeout=timeout
-                        )
-                    )
-                    started = True
-                    await self._check_stream_response(response, ctx)
-                    chunks = response.aiter_bytes()
-                    events = aiter_sse(chunks)
-                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
-                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
-                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
-                    stack.push_async_callback(events.aclose)
-                    first = await anext(events, None)
-                if first is None:
-                    raise upstream_interrupted(self._name, "the body ended before the first event")
-                for event in decoder.feed(first.data):
+        async with open_stream(
+            self._name,
+            ctx,
+            self._client.stream(
+                "POST", self._messages_url, content=body, headers=_JSON_HEADERS, timeout=timeout
+            ),
+            media_type=SSE,
+            http_error=lambda response: self._http_error(response, ctx.model),
+            parse=aiter_sse,
+            truncated=SSETruncated,
+        ) as stream:
+            first = stream.first
+            if first is None:
+                raise upstream_interrupted(self._name, "the body ended before the first event")
+            for event in decoder.feed(first.data):
+                yield event
+            if decoder.done:
+                await stream.drain()
+                return
+            async for sse in stream.events:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                for event in decoder.feed(sse.data):
                     yield event
                 if decoder.done:
-                    await _drain(events)
+                    await stream.drain()
                     return
-                async for sse in events:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
-                    for event in decoder.feed(sse.data):
-                        yield event
-                    if decoder.done:
-                        await _drain(events)
-                        return
-                raise upstream_interrupted(self._name, "the connection closed before message_stop")
-        except SSETruncated:
-            raise upstream_interrupted(
-                self._name, "the connection closed in the middle of an event"
-            ) from None
-        except TimeoutError:
-            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
-            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
-        except httpx.TimeoutException as exc:
-            raise transport_error(self._name, exc) from None
-        except httpx.HTTPError as exc:
-            if started:
-                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
-            raise transport_error(self._name, exc) from None
+            raise upstream_interrupted(self._name, "the connection closed before message_stop")
 
     async def count_tokens(
         self, request: chat_pb2.CountTokensRequest, ctx: CallContext
@@ -205,15 +174,10 @@ class AnthropicProvider:
         models: list[str] = []
         params = {"limit": _PAGE_SIZE}
         for _ in range(_MAX_PAGES):
-            try:
-                response = await self._client.get(self._models_url, params=params)
-            except httpx.HTTPError as exc:
-                raise transport_error(self._name, exc) from None
+            response = await get_response(self._client, self._name, self._models_url, params=params)
             if response.status_code >= 300:
-                raise error_from_response(
-                    self._name, "", response.status_code, response.headers, response.content
-                )
-            payload = _json(self._name, response.content)
+                raise self._http_error(response, "")
+            payload = parse_json(self._name, response.content)
             data = payload.get("data") if isinstance(payload, dict) else None
             if not isinstance(data, list):
                 raise protocol_error(self._name, "the model list has no `data` array")
@@ -228,51 +192,14 @@ class AnthropicProvider:
 
     async def _post_json(self, url: httpx.URL, body: bytes, ctx: CallContext) -> Any:
         """POST `body`, return the parsed JSON of a 2xx answer, map everything else."""
-        timeout = self._timeouts.for_call(ctx)
-        try:
-            async with asyncio.timeout(ctx.remaining()):
-                response = await self._client.post(url, content=body, headers=_JSON_HEADERS, timeout=timeout)
-        except TimeoutError:
-            raise upstream_timeout(self._name, "the call deadline passed") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await post_within_deadline(
+            self._client, self._name, url, ctx, self._timeouts, content=body, headers=_JSON_HEADERS
+        )
         if response.status_code >= 300:
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        return _json(self._name, response.content)
+            raise self._http_error(response, ctx.model)
+        return parse_json(self._name, response.content)
 
-    async def _check_stream_response(self, response: httpx.Response, ctx: CallContext) -> None:
-        if response.status_code >= 300:
-            await response.aread()
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise protocol_error(self._name, f"expected text/event-stream, got {content_type or 'no type'}")
-
-
-def _json(provider: str, content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise protocol_error(provider, "the response body is not JSON") from None
-
-
-def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
-    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
-    if first_at is None:
-        return asyncio.timeout(None)
-    loop = asyncio.get_running_loop()
-    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))
-
-
-async def _drain(events: AsyncIterator[Any]) -> None:
-    """Read what follows message_stop so httpx can return the connection to the pool."""
-    try:
-        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-            async for _ in events:
-                pass
-    except (TimeoutError, SSETruncated, httpx.HTTPError):
-        pass  # the response is closed by the caller's `async with`; reuse is only an optimisation
+    def _http_error(self, response: httpx.Response, model: str) -> GatewayError:
+        return error_from_response(
+            self._name, model, response.status_code, response.headers, response.content
+        )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2
 from homa_server.errors import invalid_field
+from homa_server.providers._validation import check_tool_choice, check_tool_names
 
 __all__ = ["validate_messages", "validate_tool_choice", "validate_tools"]
 
@@ -94,13 +95,7 @@ def validate_tools(tools: Sequence[content_pb2.Tool]) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tools[i].name`.
     """
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if not _TOOL_NAME.fullmatch(tool.name):
-            raise invalid_field(f"tools[{i}].name", "must be 1-128 letters, digits, underscores or dashes")
-        if tool.name in seen:
-            raise invalid_field(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
-        seen.add(tool.name)
+    check_tool_names(tools, _TOOL_NAME, "must be 1-128 letters, digits, underscores or dashes")
 
 
 def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
@@ -109,14 +104,4 @@ def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tool_choice` or `tool_choice.name`.
     """
-    mode = request.tool_choice.mode
-    if mode not in (content_pb2.ToolChoice.MODE_REQUIRED, content_pb2.ToolChoice.MODE_NAMED):
-        return
-    if not request.tools:
-        raise invalid_field("tool_choice", "requiring a tool call needs at least one tool in `tools`")
-    if mode == content_pb2.ToolChoice.MODE_NAMED:
-        name = request.tool_choice.name
-        if not name:
-            raise invalid_field("tool_choice.name", "MODE_NAMED needs the name of a tool")
-        if all(tool.name != name for tool in request.tools):
-            raise invalid_field("tool_choice.name", f"no tool named {name!r} in `tools`")
+    check_tool_choice(request)

@@ -37,15 +37,21 @@ from typing import Any
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+    safe_message,
+)
 from homa_server.providers._http import parse_retry_after
-from homa_server.providers.openai.error_mapping import protocol_error
 
 __all__ = ["Origin", "error_from_event", "error_from_response", "protocol_error"]
 
 # Azure keys are 32 hex characters or 84 alphanumerics; Entra tokens are JWTs.
 _SECRET = re.compile(r"\bBearer\s+\S+|\beyJ[\w-]{8,}\.[\w-]+\.[\w-]*|\b[0-9a-fA-F]{32}\b|\b[A-Za-z0-9]{84}\b")
 _RETRY_IN_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
-_MAX_MESSAGE = 500
+_CREDENTIALS_HINT = "check its api_key and options.auth settings"
 
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolation"})
 # Status implied by a mid-stream error's `code`, then by its `type`.
@@ -76,29 +82,17 @@ class Origin:
     deployment: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str
-    detail: bool = True  # append the (scrubbed) upstream message
-
-
-_FILTERED = _Class(
+_FILTERED = ErrorClass(
     Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "refused the prompt (content filter)"
 )
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the deployment")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the deployment")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
 def error_from_response(origin: Origin, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
@@ -140,11 +134,11 @@ def _inner(error: Mapping[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else {}
 
 
-def _classify(status: int, upstream_code: str, inner_code: str) -> _Class:
+def _classify(status: int, upstream_code: str, inner_code: str) -> ErrorClass:
     if upstream_code in _CONTENT_FILTER_CODES or inner_code in _CONTENT_FILTER_CODES:
         return _FILTERED
     if status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 429:
         return _QUOTA if upstream_code == "insufficient_quota" else _RATE_LIMITED
     if status == 404:
@@ -187,12 +181,13 @@ def _build(
     kind = _classify(status, upstream_code, inner_code if isinstance(inner_code, str) else "")
 
     where = "during the stream" if mid_stream else f"with HTTP {status}"
-    message = f"{provider} {kind.summary} ({where})"
-    detail = _safe_message(error.get("message")) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its api_key and options.auth settings"
+    message = compose_message(
+        provider,
+        kind,
+        where,
+        safe_message(error.get("message"), _SECRET),
+        hint=_CREDENTIALS_HINT,
+    )
 
     if kind is _FILTERED:
         categories = _filtered_categories(inner)
@@ -233,12 +228,3 @@ def _retry_from_message(message: Any) -> float | None:
         return None
     match = _RETRY_IN_MESSAGE.search(message)
     return float(match.group(1)) if match else None
-
-
-def _safe_message(message: Any) -> str:
-    if not isinstance(message, str) or not message:
-        return ""
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned

@@ -34,12 +34,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+    safe_message,
+)
 from homa_server.providers._http import parse_retry_after
 
 __all__ = ["error_from_exception", "error_from_response", "protocol_error"]
@@ -49,7 +55,7 @@ _SECRET = re.compile(
     r"\b(?:AKIA|ASIA|ABSK)[A-Za-z0-9+/=]{12,}|\bBearer\s+\S+|\bSignature=[0-9a-f]+|\bCredential=\S+",
     re.IGNORECASE,
 )
-_MAX_MESSAGE = 500
+_CREDENTIALS_HINT = "check its AWS credentials, API key, region and model access"
 # Lower-cased fragments of Bedrock ValidationException messages about the context window, e.g.
 # "Input is too long for requested model." or "prompt is too long: 210000 tokens > 200000 maximum".
 _CONTEXT_HINTS = (
@@ -77,28 +83,18 @@ _CREDENTIAL_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
-
-
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exceeded")
+_RATE_LIMITED = ErrorClass(
+    Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "throttled the request"
 )
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exceeded")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "throttled the request")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly")
 
-_BY_CODE: dict[str, _Class] = {
+_BY_CODE: dict[str, ErrorClass] = {
     "validationexception": _INVALID,
     "servicequotaexceededexception": _QUOTA,
     "resourcenotfoundexception": _NOT_FOUND,
@@ -111,21 +107,6 @@ _BY_CODE: dict[str, _Class] = {
     "serviceunavailableexception": _UNAVAILABLE,
     "conflictexception": _UNAVAILABLE,
 }
-
-
-def protocol_error(provider: str, detail: str) -> GatewayError:
-    """The upstream broke Bedrock's protocol (bad framing, bad JSON, wrong shape, wrong type).
-
-    UNAVAILABLE and retryable, like an HTTP 502 from a proxy: the upstream is at fault and
-    another attempt or deployment may well work.
-    """
-    return GatewayError(
-        f"{provider} sent an invalid response: {detail}",
-        Code.UNAVAILABLE,
-        Reason.UPSTREAM_PROTOCOL_ERROR,
-        retryable=True,
-        metadata={"provider": provider},
-    )
 
 
 def error_from_response(
@@ -204,10 +185,10 @@ def _error_type(header: str, payload: dict[str, Any]) -> str:
     return ""
 
 
-def _classify(error_code: str, status: int | None, message: str) -> _Class:
+def _classify(error_code: str, status: int | None, message: str) -> ErrorClass:
     lowered = error_code.lower()
     if lowered in _CREDENTIAL_CODES or status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     kind = _BY_CODE.get(lowered)
     if kind is None:
         kind = _by_status(status)
@@ -218,7 +199,7 @@ def _classify(error_code: str, status: int | None, message: str) -> _Class:
     return kind
 
 
-def _by_status(status: int | None) -> _Class:
+def _by_status(status: int | None) -> ErrorClass:
     if status is None:
         return _UNAVAILABLE  # an unnamed error inside a stream: the upstream failed mid-answer
     if status == 429:
@@ -257,12 +238,13 @@ def _build(
 
     where = f"with HTTP {status}" if status is not None else "during the stream"
     label = f"{error_type}, {where}" if error_type else where
-    message = f"{provider} {kind.summary} ({label})"
-    detail = _safe_message(upstream_message) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its AWS credentials, API key, region and model access"
+    message = compose_message(
+        provider,
+        kind,
+        label,
+        safe_message(upstream_message, _SECRET),
+        hint=_CREDENTIALS_HINT,
+    )
 
     delay: float | None = None
     quota: list[QuotaViolation] = []
@@ -282,12 +264,3 @@ def _build(
         metadata=metadata,
         quota_violations=quota,
     )
-
-
-def _safe_message(message: str) -> str:
-    if not message:
-        return ""
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned

@@ -5,19 +5,16 @@ Everything that does not depend on the request is computed once in `__init__`: t
 its default headers, and the timeout policy. Per-model URLs are cached: the model id goes into one
 path segment, with the '/' of ARNs percent-encoded (see `_model_urls` for ':').
 
-Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
-the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
-until the first event-stream message arrives. Cancellation: the streamed response lives inside
-`async with`, so closing or cancelling the generator closes the upstream connection at once.
+Deadlines and cancellation: see `_http.post_within_deadline` (unary calls) and
+`_streaming.open_stream` (streams, which also check the deadline after every event). Closing
+or cancelling a stream's generator closes the upstream connection at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +24,16 @@ import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa_server.errors import GatewayError, invalid_field, upstream_interrupted
-from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.providers._http import (
+    HTTPProvider,
+    TimeoutPolicy,
+    build_client,
+    get_response,
+    parse_json,
+    post_within_deadline,
+    upstream_timeout,
+)
+from homa_server.providers._streaming import open_stream
 from homa_server.providers.base import CallContext
 from homa_server.providers.bedrock.auth import SigV4Auth, resolve_credentials
 from homa_server.providers.bedrock.chat_request import build_converse_body, build_count_tokens_body
@@ -44,9 +50,6 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _USER_AGENT = "homa-gateway"
 _REQUEST_ID = "x-amzn-requestid"
-# After the stream is complete the rest of the body is read so the connection can be reused, but
-# never for longer than this.
-_DRAIN_TIMEOUT_S = 0.5
 _URL_CACHE_SIZE = 1024
 _MAX_PROFILE_PAGES = 100  # a guard against a control plane that keeps returning a nextToken
 # Every character the service model's model-id patterns allow (ids, inference profiles, ARNs).
@@ -60,7 +63,7 @@ class _ModelUrls:
     count_tokens: httpx.URL
 
 
-class BedrockProvider:
+class BedrockProvider(HTTPProvider):
     """Adapter for Amazon Bedrock Runtime's Converse API.
 
     Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
@@ -106,20 +109,6 @@ class BedrockProvider:
         self._client = build_client(settings, headers=headers)
         self._urls: dict[str, _ModelUrls] = {}
 
-    @property
-    def name(self) -> str:
-        """Instance name from settings."""
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        """The adapter kind ("bedrock")."""
-        return self._kind
-
-    async def aclose(self) -> None:
-        """Close the pooled connections. The provider must not be used afterwards."""
-        await self._client.aclose()
-
     async def complete_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
     ) -> chat_pb2.CompleteResponse:
@@ -132,7 +121,7 @@ class BedrockProvider:
         """
         body = orjson.dumps(build_converse_body(request))
         response = await self._post(self._model_urls(ctx.model).converse, body, ctx)
-        payload = _json(self._name, response.content)
+        payload = parse_json(self._name, response.content)
         return parse_converse(self._name, payload, response.headers.get(_REQUEST_ID, ""))
 
     async def stream_chat(
@@ -154,59 +143,40 @@ class BedrockProvider:
         url = self._model_urls(ctx.model).stream
         timeout = self._timeouts.for_call(ctx)
         deadline = ctx.deadline
-        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
-        started = False  # response headers received: later transport failures are interruptions
-        try:
-            async with AsyncExitStack() as stack:
-                async with _first_token_timer(first_at):
-                    response = await stack.enter_async_context(
-                        self._client.stream(
-                            "POST", url, content=body, headers=_JSON_HEADERS, timeout=timeout, auth=self._auth
-                        )
-                    )
-                    started = True
-                    await self._check_stream_response(response, ctx)
-                    decoder = ConverseStreamDecoder(
-                        self._name, ctx.model, response.headers.get(_REQUEST_ID, ""), self._throttle_delay
-                    )
-                    chunks = response.aiter_bytes()
-                    frames = _frames(chunks, FrameReader(self._name))
-                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
-                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
-                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
-                    stack.push_async_callback(frames.aclose)
-                    first = await anext(frames, None)
-                if first is None:
-                    raise upstream_interrupted(self._name, "the body ended before the first event")
-                for event in decoder.feed(first):
+        async with open_stream(
+            self._name,
+            ctx,
+            self._client.stream(
+                "POST", url, content=body, headers=_JSON_HEADERS, timeout=timeout, auth=self._auth
+            ),
+            media_type=_EVENTSTREAM,
+            http_error=lambda response: self._http_error(response, ctx.model),
+            parse=lambda chunks: _frames(chunks, FrameReader(self._name)),
+            truncated=_TruncatedError,
+            truncated_detail="the connection closed in the middle of an event-stream message",
+            # The answer is already complete when draining; a corrupt trailing frame is ignored.
+            drain_ignores=(GatewayError,),
+        ) as stream:
+            decoder = ConverseStreamDecoder(
+                self._name, ctx.model, stream.response.headers.get(_REQUEST_ID, ""), self._throttle_delay
+            )
+            first = stream.first
+            if first is None:
+                raise upstream_interrupted(self._name, "the body ended before the first event")
+            for event in decoder.feed(first):
+                yield event
+            if decoder.complete:
+                await stream.drain()
+                return
+            async for frame in stream.events:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                for event in decoder.feed(frame):
                     yield event
                 if decoder.complete:
-                    await _drain(frames)
+                    await stream.drain()
                     return
-                async for frame in frames:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
-                    for event in decoder.feed(frame):
-                        yield event
-                    if decoder.complete:
-                        await _drain(frames)
-                        return
-                raise upstream_interrupted(
-                    self._name, "the connection closed before messageStop and metadata"
-                )
-        except _TruncatedError:
-            raise upstream_interrupted(
-                self._name, "the connection closed in the middle of an event-stream message"
-            ) from None
-        except TimeoutError:
-            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
-            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
-        except httpx.TimeoutException as exc:
-            raise transport_error(self._name, exc) from None
-        except httpx.HTTPError as exc:
-            if started:
-                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
-            raise transport_error(self._name, exc) from None
+            raise upstream_interrupted(self._name, "the connection closed before messageStop and metadata")
 
     async def count_tokens(
         self, request: chat_pb2.CountTokensRequest, ctx: CallContext
@@ -217,7 +187,7 @@ class BedrockProvider:
         """
         body = orjson.dumps(build_count_tokens_body(request))
         response = await self._post(self._model_urls(ctx.model).count_tokens, body, ctx)
-        payload = _json(self._name, response.content)
+        payload = parse_json(self._name, response.content)
         tokens = payload.get("inputTokens") if isinstance(payload, dict) else None
         if not isinstance(tokens, int) or isinstance(tokens, bool):
             raise protocol_error(self._name, "the token count response has no integer inputTokens")
@@ -289,28 +259,25 @@ class BedrockProvider:
 
     async def _post(self, url: httpx.URL, body: bytes, ctx: CallContext) -> httpx.Response:
         """POST `body`; return a 2xx response, map everything else."""
-        timeout = self._timeouts.for_call(ctx)
-        try:
-            async with asyncio.timeout(ctx.remaining()):
-                response = await self._client.post(
-                    url, content=body, headers=_JSON_HEADERS, timeout=timeout, auth=self._auth
-                )
-        except TimeoutError:
-            raise upstream_timeout(self._name, "the call deadline passed") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await post_within_deadline(
+            self._client,
+            self._name,
+            url,
+            ctx,
+            self._timeouts,
+            content=body,
+            headers=_JSON_HEADERS,
+            auth=self._auth,
+        )
         if response.status_code >= 300:
             raise self._http_error(response, ctx.model)
         return response
 
     async def _get_json(self, url: httpx.URL) -> dict[str, Any]:
-        try:
-            response = await self._client.get(url, auth=self._auth)
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await get_response(self._client, self._name, url, auth=self._auth)
         if response.status_code >= 300:
             raise self._http_error(response, "")
-        payload = _json(self._name, response.content)
+        payload = parse_json(self._name, response.content)
         if not isinstance(payload, dict):
             raise protocol_error(self._name, "the control plane answered with something other than an object")
         return payload
@@ -324,14 +291,6 @@ class BedrockProvider:
             response.content,
             throttle_delay=self._throttle_delay,
         )
-
-    async def _check_stream_response(self, response: httpx.Response, ctx: CallContext) -> None:
-        if response.status_code >= 300:
-            await response.aread()
-            raise self._http_error(response, ctx.model)
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith(_EVENTSTREAM):
-            raise protocol_error(self._name, f"expected {_EVENTSTREAM}, got {content_type or 'no type'}")
 
 
 class _TruncatedError(Exception):
@@ -350,30 +309,3 @@ async def _frames(chunks: AsyncIterator[bytes], reader: FrameReader) -> AsyncGen
             yield frame
     if reader.pending:
         raise _TruncatedError
-
-
-def _json(provider: str, content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise protocol_error(provider, "the response body is not JSON") from None
-
-
-def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
-    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
-    if first_at is None:
-        return asyncio.timeout(None)
-    loop = asyncio.get_running_loop()
-    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))
-
-
-async def _drain(frames: AsyncIterator[Frame]) -> None:
-    """Read what follows the last event so httpx can return the connection to the pool."""
-    try:
-        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-            async for _ in frames:
-                pass
-    except (TimeoutError, _TruncatedError, httpx.HTTPError, GatewayError):
-        # The answer is already complete; the response is closed by the caller's `async with`,
-        # and connection reuse is only an optimisation.
-        pass

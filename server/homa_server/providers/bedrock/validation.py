@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2
 from homa_server.errors import invalid_field
+from homa_server.providers._validation import ROLE_NAMES, check_tool_choice, check_tool_names
 
 __all__ = [
     "has_tool_blocks",
@@ -34,14 +35,6 @@ _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")
 # RequestMetadata values (used for `user`).
 _METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
-
-_ROLE_NAMES = {
-    content_pb2.ROLE_SYSTEM: "ROLE_SYSTEM",
-    content_pb2.ROLE_DEVELOPER: "ROLE_DEVELOPER",
-    content_pb2.ROLE_USER: "ROLE_USER",
-    content_pb2.ROLE_ASSISTANT: "ROLE_ASSISTANT",
-    content_pb2.ROLE_TOOL: "ROLE_TOOL",
-}
 
 # Part kinds each role may carry on Bedrock. System blocks are text only in Converse.
 _ALLOWED: dict[int, frozenset[str]] = {
@@ -88,7 +81,7 @@ def validate_messages(messages: Sequence[content_pb2.Message], field: str = "mes
             if kind not in allowed:
                 reason = _WHY_NOT[kind if message.role != content_pb2.ROLE_TOOL else "text"]
                 raise invalid_field(
-                    f"{path}.{kind}", f"{reason} (message role is {_ROLE_NAMES[message.role]})"
+                    f"{path}.{kind}", f"{reason} (message role is {ROLE_NAMES[message.role]})"
                 )
             if kind == "text":
                 if not part.text.strip():
@@ -117,7 +110,7 @@ def _check_first_turn(messages: Sequence[content_pb2.Message], field: str) -> No
                 f"{field}[{i}].role", "Bedrock conversations must start with a ROLE_USER message"
             )
         return
-    if all(message.role in _ROLE_NAMES for message in messages):
+    if all(message.role in ROLE_NAMES for message in messages):
         raise invalid_field(field, "Bedrock needs a ROLE_USER message besides the system messages")
 
 
@@ -140,13 +133,7 @@ def validate_tools(tools: Sequence[content_pb2.Tool]) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tools[i].name`.
     """
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if not _TOOL_NAME.fullmatch(tool.name):
-            raise invalid_field(f"tools[{i}].name", "must be 1-64 letters, digits, underscores or dashes")
-        if tool.name in seen:
-            raise invalid_field(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
-        seen.add(tool.name)
+    check_tool_names(tools, _TOOL_NAME, "must be 1-64 letters, digits, underscores or dashes")
 
 
 def has_tool_blocks(messages: Sequence[content_pb2.Message]) -> bool:
@@ -179,16 +166,7 @@ def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
             "Bedrock cannot forbid tool calls while the conversation holds tool calls or results "
             "(it requires the tools then); use MODE_AUTO",
         )
-    if mode not in (content_pb2.ToolChoice.MODE_REQUIRED, content_pb2.ToolChoice.MODE_NAMED):
-        return
-    if not request.tools:
-        raise invalid_field("tool_choice", "requiring a tool call needs at least one tool in `tools`")
-    if mode == content_pb2.ToolChoice.MODE_NAMED:
-        name = request.tool_choice.name
-        if not name:
-            raise invalid_field("tool_choice.name", "MODE_NAMED needs the name of a tool")
-        if all(tool.name != name for tool in request.tools):
-            raise invalid_field("tool_choice.name", f"no tool named {name!r} in `tools`")
+    check_tool_choice(request)
 
 
 def validate_sampling(request: chat_pb2.CompleteRequest) -> None:

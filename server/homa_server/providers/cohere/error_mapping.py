@@ -33,47 +33,40 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    MAX_MESSAGE,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+)
 from homa_server.providers._http import parse_retry_after
 
 __all__ = ["DEFAULT_RETRY_AFTER_S", "CohereErrors"]
 
 DEFAULT_RETRY_AFTER_S = 1.0
-_MAX_MESSAGE = 500
 _BEARER = re.compile(r"\bBearer\s+\S+", re.IGNORECASE)
 _WINDOW = re.compile(r"(?:/|\bper)\s*(second|minute|hour|day|month)\b", re.IGNORECASE)
 _WINDOW_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _QUOTA_WINDOWS = frozenset({"day", "month"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str
-    detail: bool = True  # append the (redacted) upstream message
-
-
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_NOT_IMPLEMENTED = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, False, "does not implement this")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_FILTERED = _Class(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "filtered the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_FAILED = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_ERROR, True, "failed to generate")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_NOT_IMPLEMENTED = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, False, "does not implement this")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_FILTERED = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "filtered the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_FAILED = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_ERROR, True, "failed to generate")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
 class CohereErrors:
@@ -130,17 +123,9 @@ class CohereErrors:
         return self._build(kind, f"finish_reason {raw_reason}", text, metadata)
 
     def protocol(self, detail: str) -> GatewayError:
-        """The upstream broke Cohere's protocol (bad JSON, wrong shape, wrong content type).
-
-        UNAVAILABLE and retryable, like an HTTP 502 from a proxy: the upstream is at fault.
-        """
-        return GatewayError(
-            f"{self._provider} sent an invalid response: {detail}",
-            Code.UNAVAILABLE,
-            Reason.UPSTREAM_PROTOCOL_ERROR,
-            retryable=True,
-            metadata={"provider": self._provider},
-        )
+        """The upstream broke Cohere's protocol (bad JSON, wrong shape, wrong content type); see
+        `_errors.protocol_error`."""
+        return protocol_error(self._provider, detail)
 
     def _metadata(self, model: str, error: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, str]:
         metadata = {"provider": self._provider, "model": model}
@@ -153,7 +138,7 @@ class CohereErrors:
 
     def _build(
         self,
-        kind: _Class,
+        kind: ErrorClass,
         where: str,
         text: str,
         metadata: dict[str, str],
@@ -161,12 +146,7 @@ class CohereErrors:
         retry_after: float | None = None,
         quota: list[QuotaViolation] | None = None,
     ) -> GatewayError:
-        message = f"{self._provider} {kind.summary} ({where})"
-        detail = self._redact(text) if kind.detail else ""
-        if detail:
-            message = f"{message}: {detail}"
-        elif kind is _CREDENTIALS:
-            message = f"{message}; check its API key settings"
+        message = compose_message(self._provider, kind, where, self._redact(text))
         return GatewayError(
             message,
             kind.code,
@@ -183,12 +163,12 @@ class CohereErrors:
         if self._secret is not None and self._secret in text:
             text = text.replace(self._secret, "[redacted]")
         text = _BEARER.sub("[redacted]", text)
-        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+        return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
-def _classify(status: int, text: str, window: str | None) -> _Class:
+def _classify(status: int, text: str, window: str | None) -> ErrorClass:
     if status in (401, 403, 498):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 429:
         return _QUOTA if window in _QUOTA_WINDOWS else _RATE_LIMITED
     if status == 402:

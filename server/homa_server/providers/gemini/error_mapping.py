@@ -36,6 +36,13 @@ from typing import Any
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+    safe_message,
+)
 
 __all__ = [
     "content_filtered",
@@ -46,7 +53,6 @@ __all__ = [
 ]
 
 _SECRET = re.compile(r"AIza[0-9A-Za-z_\-]{10,}|\bkey=[^&\s\"']+|\bBearer\s+\S+", re.IGNORECASE)
-_MAX_MESSAGE = 500
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 
 # What Gemini says when the prompt does not fit: "The input token count (1234567) exceeds the
@@ -72,21 +78,6 @@ _STATUS_OF_CODE = {
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
-
-
-def protocol_error(provider: str, detail: str) -> GatewayError:
-    """The upstream sent something that is not Gemini's protocol (bad JSON, wrong shape).
-
-    UNAVAILABLE and retryable, like an HTTP 502 from a proxy (the same choice as the OpenAI
-    adapter): the upstream, not the caller, is at fault and another attempt may well work.
-    """
-    return GatewayError(
-        f"{provider} sent an invalid response: {detail}",
-        Code.UNAVAILABLE,
-        Reason.UPSTREAM_PROTOCOL_ERROR,
-        retryable=True,
-        metadata={"provider": provider},
-    )
 
 
 def content_filtered(provider: str, model: str, block_reason: str) -> GatewayError:
@@ -145,32 +136,20 @@ def _error_object(body: bytes) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_PRECONDITION = ErrorClass(Code.INTERNAL, Reason.UPSTREAM_ERROR, False, "cannot serve this account or region")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_PRECONDITION = _Class(Code.INTERNAL, Reason.UPSTREAM_ERROR, False, "cannot serve this account or region")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
-
-
-def _classify(status: int, google_code: str, info_reason: str, message: str) -> _Class:
+def _classify(status: int, google_code: str, info_reason: str, message: str) -> ErrorClass:
     if status in (401, 403) or google_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        return _CREDENTIALS
+        return CREDENTIALS
     if info_reason.startswith("API_KEY_") or info_reason in ("CONSUMER_INVALID", "CONSUMER_SUSPENDED"):
-        return _CREDENTIALS  # Gemini answers a wrong key with 400 INVALID_ARGUMENT + API_KEY_INVALID
+        return CREDENTIALS  # Gemini answers a wrong key with 400 INVALID_ARGUMENT + API_KEY_INVALID
     if status == 429:
         return _RATE_LIMITED
     if status == 404:
@@ -249,12 +228,7 @@ def _build(
         metadata["upstream_request_id"] = request_id
 
     where = "during the stream" if mid_stream else f"with HTTP {status}"
-    message = f"{provider} {kind.summary} ({where})"
-    detail = _safe_message(message_text) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its API key settings"
+    message = compose_message(provider, kind, where, safe_message(message_text, _SECRET))
 
     retry_after = details.retry_after if kind is _RATE_LIMITED or kind is _UNAVAILABLE else None
     quota: list[QuotaViolation] = []
@@ -271,12 +245,3 @@ def _build(
         metadata=metadata,
         quota_violations=quota,
     )
-
-
-def _safe_message(message: str) -> str:
-    if not message:
-        return ""
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned

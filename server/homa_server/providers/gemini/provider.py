@@ -9,10 +9,9 @@ logs). Everything that does not depend on the request is computed once: the pool
 its default headers, the timeout policy and the options; per-model URLs are built on first use
 and cached.
 
-Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
-the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
-until the first event arrives. Cancellation: the streamed response lives inside `async with`, so
-closing or cancelling the generator closes the upstream connection at once.
+Deadlines and cancellation: see `_http.post_within_deadline` (unary calls) and
+`_streaming.open_stream` (streams, which also check the deadline after every event). Closing
+or cancelling a stream's generator closes the upstream connection at once.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +26,18 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
-from homa_server.errors import upstream_interrupted
-from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.errors import GatewayError, upstream_interrupted
+from homa_server.providers._http import (
+    HTTPProvider,
+    TimeoutPolicy,
+    build_client,
+    get_response,
+    parse_json,
+    post_within_deadline,
+    upstream_timeout,
+)
 from homa_server.providers._sse import SSEEvent, SSETruncated, aiter_sse
+from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.base import CallContext
 from homa_server.providers.gemini.chat_request import build_chat_body, build_count_body, model_path
 from homa_server.providers.gemini.chat_response import parse_response
@@ -62,7 +69,7 @@ class _ModelURLs:
     count: httpx.URL
 
 
-class GeminiProvider:
+class GeminiProvider(HTTPProvider):
     """Adapter for the Gemini API.
 
     Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
@@ -100,20 +107,6 @@ class GeminiProvider:
         self._timeouts = TimeoutPolicy(settings)
         self._client = build_client(settings, headers=headers)
 
-    @property
-    def name(self) -> str:
-        """Instance name from settings."""
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        """The configured adapter kind ("gemini")."""
-        return self._kind
-
-    async def aclose(self) -> None:
-        """Close the pooled connections. The provider must not be used afterwards."""
-        await self._client.aclose()
-
     async def complete_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
     ) -> chat_pb2.CompleteResponse:
@@ -150,47 +143,27 @@ class GeminiProvider:
         timeout = self._timeouts.for_call(ctx)
         decoder = GeminiStreamDecoder(self._name, ctx.model)
         deadline = ctx.deadline
-        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
-        started = False  # response headers received: later transport failures are interruptions
-        try:
-            async with AsyncExitStack() as stack:
-                async with _first_token_timer(first_at):
-                    response = await stack.enter_async_context(
-                        self._client.stream(
-                            "POST", urls.stream, content=body, headers=_SSE_HEADERS, timeout=timeout
-                        )
-                    )
-                    started = True
-                    await self._check_stream_response(response, ctx)
-                    chunks = response.aiter_bytes()
-                    events = aiter_sse(chunks)
-                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
-                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
-                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
-                    stack.push_async_callback(events.aclose)
-                    first = await anext(events, None)
-                if first is None:
-                    raise upstream_interrupted(self._name, "the body ended before the first event")
-                for event in decoder.feed(first.data):
+        # Once a chunk carried finishReason the answer is whole: a failing tail is ignored.
+        async with open_stream(
+            self._name,
+            ctx,
+            self._client.stream("POST", urls.stream, content=body, headers=_SSE_HEADERS, timeout=timeout),
+            media_type=SSE,
+            http_error=lambda response: self._http_error(response, ctx.model),
+            parse=aiter_sse,
+            truncated=SSETruncated,
+            complete=lambda: decoder.finished,
+        ) as stream:
+            first = stream.first
+            if first is None:
+                raise upstream_interrupted(self._name, "the body ended before the first event")
+            for event in decoder.feed(first.data):
+                yield event
+            while (sse := await _next_event(stream.events, decoder.finished)) is not None:
+                if deadline is not None and not decoder.finished and time.monotonic() >= deadline:
+                    raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                for event in decoder.feed(sse.data):
                     yield event
-                while (sse := await _next_event(events, decoder.finished)) is not None:
-                    if deadline is not None and not decoder.finished and time.monotonic() >= deadline:
-                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
-                    for event in decoder.feed(sse.data):
-                        yield event
-        except SSETruncated:
-            if not decoder.finished:
-                raise upstream_interrupted(
-                    self._name, "the connection closed in the middle of an event"
-                ) from None
-        except TimeoutError:
-            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
-            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
-        except httpx.HTTPError as exc:
-            if not started or (isinstance(exc, httpx.TimeoutException) and not decoder.finished):
-                raise transport_error(self._name, exc) from None
-            if not decoder.finished:
-                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
         # Gemini has no terminator: the answer is complete once a chunk carried finishReason and
         # the body ended. A body that ends (or breaks) before that is an interruption.
         if not decoder.finished:
@@ -215,15 +188,12 @@ class GeminiProvider:
         models: list[str] = []
         params = {"pageSize": str(self._options.models_page_size)}
         while True:
-            try:
-                response = await self._client.get(self._models_url, params=params, headers=_LIST_HEADERS)
-            except httpx.HTTPError as exc:
-                raise transport_error(self._name, exc) from None
+            response = await get_response(
+                self._client, self._name, self._models_url, params=params, headers=_LIST_HEADERS
+            )
             if response.status_code >= 300:
-                raise error_from_response(
-                    self._name, "", response.status_code, response.headers, response.content
-                )
-            payload = _json(self._name, response.content)
+                raise self._http_error(response, "")
+            payload = parse_json(self._name, response.content)
             if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
                 raise protocol_error(self._name, "the model list has no `models` array")
             for item in payload.get("models", []):
@@ -256,36 +226,17 @@ class GeminiProvider:
 
     async def _post_json(self, url: httpx.URL, body: bytes, ctx: CallContext) -> Any:
         """POST `body`, return the parsed JSON of a 2xx answer, map everything else."""
-        timeout = self._timeouts.for_call(ctx)
-        try:
-            async with asyncio.timeout(ctx.remaining()):
-                response = await self._client.post(url, content=body, headers=_JSON_HEADERS, timeout=timeout)
-        except TimeoutError:
-            raise upstream_timeout(self._name, "the call deadline passed") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await post_within_deadline(
+            self._client, self._name, url, ctx, self._timeouts, content=body, headers=_JSON_HEADERS
+        )
         if response.status_code >= 300:
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        return _json(self._name, response.content)
+            raise self._http_error(response, ctx.model)
+        return parse_json(self._name, response.content)
 
-    async def _check_stream_response(self, response: httpx.Response, ctx: CallContext) -> None:
-        if response.status_code >= 300:
-            await response.aread()
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise protocol_error(self._name, f"expected text/event-stream, got {content_type or 'no type'}")
-
-
-def _json(provider: str, content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise protocol_error(provider, "the response body is not JSON") from None
+    def _http_error(self, response: httpx.Response, model: str) -> GatewayError:
+        return error_from_response(
+            self._name, model, response.status_code, response.headers, response.content
+        )
 
 
 async def _next_event(events: AsyncIterator[SSEEvent], finished: bool) -> SSEEvent | None:
@@ -302,11 +253,3 @@ async def _next_event(events: AsyncIterator[SSEEvent], finished: bool) -> SSEEve
             return await anext(events, None)
     except TimeoutError:
         return None
-
-
-def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
-    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
-    if first_at is None:
-        return asyncio.timeout(None)
-    loop = asyncio.get_running_loop()
-    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))

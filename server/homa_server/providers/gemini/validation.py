@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2
 from homa_server.errors import invalid_field
+from homa_server.providers._validation import ROLE_NAMES, check_tool_choice, check_tool_names
 
 __all__ = [
     "MAX_STOP",
@@ -35,14 +36,6 @@ _MODEL = re.compile(r"(?:models/|tunedModels/)?[A-Za-z0-9][A-Za-z0-9._-]*")
 
 MAX_STOP = 5  # GenerationConfig.stopSequences: "up to 5"
 _INT32_MAX = 2**31 - 1
-
-_ROLE_NAMES = {
-    content_pb2.ROLE_SYSTEM: "ROLE_SYSTEM",
-    content_pb2.ROLE_DEVELOPER: "ROLE_DEVELOPER",
-    content_pb2.ROLE_USER: "ROLE_USER",
-    content_pb2.ROLE_ASSISTANT: "ROLE_ASSISTANT",
-    content_pb2.ROLE_TOOL: "ROLE_TOOL",
-}
 
 # Part kinds each role may carry. System instructions are text only on Gemini.
 _ALLOWED: dict[int, frozenset[str]] = {
@@ -112,7 +105,7 @@ def _check_part(
         raise invalid_field(path, "the part has no content")
     if kind not in allowed:
         reason = _WHY_NOT[kind if role != content_pb2.ROLE_TOOL else "text"]
-        raise invalid_field(f"{path}.{kind}", f"{reason} (message role is {_ROLE_NAMES[role]})")
+        raise invalid_field(f"{path}.{kind}", f"{reason} (message role is {ROLE_NAMES[role]})")
     if kind == "tool_call" and not part.tool_call.name:
         raise invalid_field(f"{path}.tool_call.name", "a tool call needs the function name")
     if kind == "tool_result" and not part.tool_result.tool_call_id:
@@ -127,13 +120,7 @@ def validate_tools(tools: Sequence[content_pb2.Tool]) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tools[i].name`.
     """
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if not _NAME.fullmatch(tool.name):
-            raise invalid_field(f"tools[{i}].name", "must be 1-64 letters, digits, underscores or dashes")
-        if tool.name in seen:
-            raise invalid_field(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
-        seen.add(tool.name)
+    check_tool_names(tools, _NAME, "must be 1-64 letters, digits, underscores or dashes")
 
 
 def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
@@ -144,16 +131,7 @@ def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
         GatewayError: INVALID_ARGUMENT naming `tool_choice`, `tool_choice.name` or
             `parallel_tool_calls`.
     """
-    mode = request.tool_choice.mode
-    if mode in (content_pb2.ToolChoice.MODE_REQUIRED, content_pb2.ToolChoice.MODE_NAMED):
-        if not request.tools:
-            raise invalid_field("tool_choice", "requiring a tool call needs at least one tool in `tools`")
-        if mode == content_pb2.ToolChoice.MODE_NAMED:
-            name = request.tool_choice.name
-            if not name:
-                raise invalid_field("tool_choice.name", "MODE_NAMED needs the name of a tool")
-            if all(tool.name != name for tool in request.tools):
-                raise invalid_field("tool_choice.name", f"no tool named {name!r} in `tools`")
+    check_tool_choice(request)
     if request.HasField("parallel_tool_calls") and not request.parallel_tool_calls:
         # Gemini decides on parallel calls itself and has no switch to forbid them.
         raise invalid_field(

@@ -36,65 +36,43 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    MAX_MESSAGE,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+)
 from homa_server.providers._http import parse_retry_after
 
 __all__ = ["ErrorMapper", "protocol_error"]
 
 _BEARER = re.compile(r"\bBearer\s+\S+", re.IGNORECASE)
-_MAX_MESSAGE = 500
 _CONTEXT_HINTS = ("context length", "context window", "context size", "maximum context")
 _USAGE_LIMIT_HINT = "usage limit"
 _REF_OPEN = "(ref: "
 _STREAM_STATUS = 500  # what Ollama would have answered had the headers not been sent yet
 
 
-def protocol_error(provider: str, detail: str) -> GatewayError:
-    """The upstream broke Ollama's protocol (malformed JSON, a body that is not a chat response).
-
-    UNAVAILABLE and retryable, like an HTTP 502 from a proxy: the upstream, not the caller, is at
-    fault, and another attempt or deployment may well work.
-    """
-    return GatewayError(
-        f"{provider} sent an invalid response: {detail}",
-        Code.UNAVAILABLE,
-        Reason.UPSTREAM_PROTOCOL_ERROR,
-        retryable=True,
-        metadata={"provider": provider},
-    )
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "usage limit reached")
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
-
-
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "usage limit reached")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
-
-
-def _classify(status: int, text: str) -> _Class:
+def _classify(status: int, text: str) -> ErrorClass:
     lowered = text.lower()
     if status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 429:
         return _QUOTA if _USAGE_LIMIT_HINT in lowered else _RATE_LIMITED
     if status == 404:
@@ -158,12 +136,7 @@ class ErrorMapper:
             metadata["upstream_request_id"] = request_id
 
         where = "during the stream" if mid_stream else f"with HTTP {status}"
-        message = f"{provider} {kind.summary} ({where})"
-        detail = self._safe(text) if kind.detail else ""
-        if detail:
-            message = f"{message}: {detail}"
-        elif kind is _CREDENTIALS:
-            message = f"{message}; check its API key settings"
+        message = compose_message(provider, kind, where, self._safe(text))
 
         retry_after: float | None = None
         quota: list[QuotaViolation] = []
@@ -192,8 +165,8 @@ class ErrorMapper:
         cleaned = _BEARER.sub("Bearer [redacted]", text)
         if self._secret is not None and self._secret in cleaned:
             cleaned = cleaned.replace(self._secret, "[redacted]")
-        if len(cleaned) > _MAX_MESSAGE:
-            cleaned = cleaned[:_MAX_MESSAGE] + "..."
+        if len(cleaned) > MAX_MESSAGE:
+            cleaned = cleaned[:MAX_MESSAGE] + "..."
         return cleaned
 
 

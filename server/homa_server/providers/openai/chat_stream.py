@@ -28,7 +28,7 @@ from homa.type.v1 import content_pb2
 from homa_server.providers.openai.chat_response import finish_reason, usage_from
 from homa_server.providers.openai.error_mapping import error_from_event, protocol_error
 
-__all__ = ["DONE", "ChatStreamDecoder"]
+__all__ = ["DONE", "ChatStreamDecoder", "ToolCallAccumulator"]
 
 DONE = b"[DONE]"
 
@@ -44,6 +44,54 @@ class _PendingCall:
         self.arguments: list[str] = []
 
 
+class ToolCallAccumulator:
+    """Collects the `delta.tool_calls` fragments of one Chat Completions stream (OpenAI's wire
+    format, which Venice streams too): each fragment becomes a `ToolCallDelta` at once, and
+    `flush` gives the assembled `ToolCall`s, by index, when the choice finishes."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PendingCall] = {}
+
+    def fragment(self, fragment: dict[str, Any]) -> _Event:
+        """The delta event of one fragment, which is also added to its call."""
+        index = fragment.get("index", 0)
+        pending = self._calls.get(index)
+        if pending is None:
+            pending = self._calls[index] = _PendingCall()
+        call_id = fragment.get("id") or ""
+        if call_id:
+            pending.id = call_id
+        function = fragment.get("function") or {}
+        name = function.get("name") or ""
+        if name:
+            pending.name = name
+        arguments = function.get("arguments") or ""
+        if arguments:
+            pending.arguments.append(arguments)
+        return _Event(
+            tool_call_delta=chat_pb2.ToolCallDelta(
+                index=index, id=call_id, name=name, arguments_json=arguments
+            )
+        )
+
+    def flush(self) -> list[_Event]:
+        """The complete calls collected so far, in index order; the accumulator is then empty."""
+        if not self._calls:
+            return []
+        events = [
+            _Event(
+                tool_call=content_pb2.ToolCall(
+                    id=call.id, name=call.name, arguments_json="".join(call.arguments)
+                )
+            )
+            for _, call in sorted(self._calls.items())
+        ]
+        self._calls.clear()
+        return events
+
+
 class ChatStreamDecoder:
     """Decodes one streamed chat completion. Use one instance per stream."""
 
@@ -55,7 +103,7 @@ class ChatStreamDecoder:
         self._id = ""
         self._raw_finish = ""
         self._refused = False
-        self._calls: dict[int, _PendingCall] = {}
+        self._calls = ToolCallAccumulator()
 
     def feed(self, data: bytes) -> list[_Event]:
         """Events for one SSE `data` payload (not `[DONE]`).
@@ -79,7 +127,7 @@ class ChatStreamDecoder:
 
     def done(self) -> list[_Event]:
         """Events closing the stream: remaining whole tool calls, then exactly one `finish`."""
-        events = self._flush_calls()
+        events = self._calls.flush()
         events.append(
             _Event(
                 finish=chat_pb2.Finish(
@@ -104,7 +152,7 @@ class ChatStreamDecoder:
             raw = choice.get("finish_reason")
             if raw:
                 self._raw_finish = raw
-                events.extend(self._flush_calls())
+                events.extend(self._calls.flush())
         usage = chunk.get("usage")
         if usage:
             events.append(_Event(usage=usage_from(usage)))
@@ -124,39 +172,4 @@ class ChatStreamDecoder:
         fragments = delta.get("tool_calls")
         if fragments:
             for fragment in fragments:
-                events.append(self._tool_fragment(fragment))
-
-    def _tool_fragment(self, fragment: dict[str, Any]) -> _Event:
-        index = fragment.get("index", 0)
-        pending = self._calls.get(index)
-        if pending is None:
-            pending = self._calls[index] = _PendingCall()
-        call_id = fragment.get("id") or ""
-        if call_id:
-            pending.id = call_id
-        function = fragment.get("function") or {}
-        name = function.get("name") or ""
-        if name:
-            pending.name = name
-        arguments = function.get("arguments") or ""
-        if arguments:
-            pending.arguments.append(arguments)
-        return _Event(
-            tool_call_delta=chat_pb2.ToolCallDelta(
-                index=index, id=call_id, name=name, arguments_json=arguments
-            )
-        )
-
-    def _flush_calls(self) -> list[_Event]:
-        if not self._calls:
-            return []
-        events = [
-            _Event(
-                tool_call=content_pb2.ToolCall(
-                    id=call.id, name=call.name, arguments_json="".join(call.arguments)
-                )
-            )
-            for _, call in sorted(self._calls.items())
-        ]
-        self._calls.clear()
-        return events
+                events.append(self._calls.fragment(fragment))

@@ -24,12 +24,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import (
+    CREDENTIALS,
+    ErrorClass,
+    compose_message,
+    protocol_error,
+    safe_message,
+    should_retry,
+)
 from homa_server.providers._http import parse_retry_after
 
 __all__ = ["error_from_event", "error_from_response", "parse_go_duration", "protocol_error"]
@@ -37,7 +44,6 @@ __all__ = ["error_from_event", "error_from_response", "parse_go_duration", "prot
 _SECRET = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*\-]{4,}|\bBearer\s+\S+", re.IGNORECASE)
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_MAX_MESSAGE = 500
 
 # Status implied by a mid-stream error's `code`, then by its `type`.
 _CODE_STATUS = {
@@ -79,21 +85,6 @@ def parse_go_duration(text: str) -> float | None:
     return total
 
 
-def protocol_error(provider: str, detail: str) -> GatewayError:
-    """The upstream answered with something that is not OpenAI's protocol (bad JSON, wrong shape).
-
-    UNAVAILABLE and retryable, like an HTTP 502 from a proxy: the upstream, not the caller, is at
-    fault and another attempt or deployment may well work.
-    """
-    return GatewayError(
-        f"{provider} sent an invalid response: {detail}",
-        Code.UNAVAILABLE,
-        Reason.UPSTREAM_PROTOCOL_ERROR,
-        retryable=True,
-        metadata={"provider": provider},
-    )
-
-
 def error_from_response(
     provider: str, model: str, status: int, headers: Mapping[str, str], body: bytes
 ) -> GatewayError:
@@ -127,31 +118,19 @@ def _error_object(body: bytes) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "quota exhausted")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
-
-
-def _classify(status: int, upstream_code: str) -> _Class:
+def _classify(status: int, upstream_code: str) -> ErrorClass:
     if status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 429:
         return _QUOTA if upstream_code == "insufficient_quota" else _RATE_LIMITED
     if status == 404:
@@ -189,12 +168,7 @@ def _build(
     kind = _classify(status, upstream_code)
 
     where = "during the stream" if mid_stream else f"with HTTP {status}"
-    message = f"{provider} {kind.summary} ({where})"
-    detail = _safe_message(error.get("message")) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its API key settings"
+    message = compose_message(provider, kind, where, safe_message(error.get("message"), _SECRET))
 
     retry_after: float | None = None
     if kind is _RATE_LIMITED:
@@ -206,8 +180,7 @@ def _build(
         quota.append(QuotaViolation(f"{provider}/{model}", upstream_code or "rate_limit"))
 
     # OpenAI's SDKs let the server overrule their retry decision; so do we.
-    should_retry = headers.get("x-should-retry")
-    retryable = kind.retryable if should_retry not in ("true", "false") else should_retry == "true"
+    retryable = should_retry(kind, headers)
     return GatewayError(
         message,
         kind.code,
@@ -217,15 +190,6 @@ def _build(
         metadata=metadata,
         quota_violations=quota,
     )
-
-
-def _safe_message(message: Any) -> str:
-    if not isinstance(message, str) or not message:
-        return ""
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned
 
 
 def _rate_limit_delay(headers: Mapping[str, str], error_type: Any) -> float | None:

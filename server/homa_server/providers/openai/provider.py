@@ -5,27 +5,33 @@ and without one no Authorization header is sent). Everything that does not depen
 is computed once in `__init__`: the pooled client with its default headers (auth, organization,
 project, `settings.headers`), the endpoint URLs and the timeout policy.
 
-Deadlines: unary calls run under `asyncio.timeout(remaining)`; streams bound each httpx phase by
-the remaining time, check the deadline after every event, and honour `ctx.first_token_timeout`
-until the first event arrives. Cancellation: the streamed response lives inside `async with`, so
-closing or cancelling the generator closes the upstream connection at once.
+Deadlines and cancellation: see `_http.post_within_deadline` (unary calls) and
+`_streaming.open_stream` (streams, which also check the deadline after every event). Closing
+or cancelling a stream's generator closes the upstream connection at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
-from homa_server.errors import upstream_interrupted
-from homa_server.providers._http import TimeoutPolicy, build_client, transport_error, upstream_timeout
+from homa_server.errors import GatewayError, upstream_interrupted
+from homa_server.providers._http import (
+    HTTPProvider,
+    TimeoutPolicy,
+    build_client,
+    get_response,
+    parse_json,
+    post_within_deadline,
+    upstream_timeout,
+)
 from homa_server.providers._sse import SSETruncated, aiter_sse
+from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.base import CallContext
 from homa_server.providers.openai.chat_request import build_chat_body
 from homa_server.providers.openai.chat_response import parse_completion
@@ -40,12 +46,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _USER_AGENT = "homa-gateway"
-# After [DONE] the rest of the body (the chunked terminator) is read so the connection can be
-# reused, but never for longer than this: a server that keeps the stream open must not hold us.
-_DRAIN_TIMEOUT_S = 0.5
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """Adapter for the OpenAI API and OpenAI-compatible servers.
 
     Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
@@ -74,20 +77,6 @@ class OpenAIProvider:
         headers.update(settings.headers)
         self._timeouts = TimeoutPolicy(settings)
         self._client = build_client(settings, headers=headers)
-
-    @property
-    def name(self) -> str:
-        """Instance name from settings."""
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        """The configured adapter kind ("openai", or e.g. "openai_compatible" for other servers)."""
-        return self._kind
-
-    async def aclose(self) -> None:
-        """Close the pooled connections. The provider must not be used afterwards."""
-        await self._client.aclose()
 
     async def complete_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
@@ -120,62 +109,38 @@ class OpenAIProvider:
         timeout = self._timeouts.for_call(ctx)
         decoder = ChatStreamDecoder(self._name, ctx.model)
         deadline = ctx.deadline
-        first_at = None if ctx.first_token_timeout is None else time.monotonic() + ctx.first_token_timeout
-        started = False  # response headers received: later transport failures are interruptions
-        try:
-            async with AsyncExitStack() as stack:
-                async with _first_token_timer(first_at):
-                    response = await stack.enter_async_context(
-                        self._client.stream(
-                            "POST",
-                            self._chat_url,
-                            content=body,
-                            headers=_request_headers(ctx),
-                            timeout=timeout,
-                        )
-                    )
-                    started = True
-                    await self._check_stream_response(response, ctx)
-                    chunks = response.aiter_bytes()
-                    events = aiter_sse(chunks)
-                    # Finalise both iterators on exit rather than in the loop's asyncgen GC hook
-                    # (httpx annotates aiter_bytes as AsyncIterator; it is an async generator).
-                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
-                    stack.push_async_callback(events.aclose)
-                    first = await anext(events, None)
-                if first is None:
-                    raise upstream_interrupted(self._name, "the body ended before the first event")
-                if first.data == DONE:
+        async with open_stream(
+            self._name,
+            ctx,
+            self._client.stream(
+                "POST", self._chat_url, content=body, headers=_request_headers(ctx), timeout=timeout
+            ),
+            media_type=SSE,
+            http_error=lambda response: self._http_error(response, ctx.model),
+            parse=aiter_sse,
+            truncated=SSETruncated,
+        ) as stream:
+            first = stream.first
+            if first is None:
+                raise upstream_interrupted(self._name, "the body ended before the first event")
+            if first.data == DONE:
+                for event in decoder.done():
+                    yield event
+                await stream.drain()
+                return
+            for event in decoder.feed(first.data):
+                yield event
+            async for sse in stream.events:
+                if sse.data == DONE:
                     for event in decoder.done():
                         yield event
-                    await _drain(events)
+                    await stream.drain()
                     return
-                for event in decoder.feed(first.data):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise upstream_timeout(self._name, "the call deadline passed mid-stream")
+                for event in decoder.feed(sse.data):
                     yield event
-                async for sse in events:
-                    if sse.data == DONE:
-                        for event in decoder.done():
-                            yield event
-                        await _drain(events)
-                        return
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise upstream_timeout(self._name, "the call deadline passed mid-stream")
-                    for event in decoder.feed(sse.data):
-                        yield event
-                raise upstream_interrupted(self._name, "the connection closed before [DONE]")
-        except SSETruncated:
-            raise upstream_interrupted(
-                self._name, "the connection closed in the middle of an event"
-            ) from None
-        except TimeoutError:
-            # Only _first_token_timer raises the builtin TimeoutError here (httpx has its own).
-            raise upstream_timeout(self._name, "no first event within the first-token timeout") from None
-        except httpx.TimeoutException as exc:
-            raise transport_error(self._name, exc) from None
-        except httpx.HTTPError as exc:
-            if started:
-                raise upstream_interrupted(self._name, f"the stream broke ({type(exc).__name__})") from None
-            raise transport_error(self._name, exc) from None
+            raise upstream_interrupted(self._name, "the connection closed before [DONE]")
 
     async def count_tokens(
         self, request: chat_pb2.CountTokensRequest, ctx: CallContext
@@ -193,15 +158,10 @@ class OpenAIProvider:
 
     async def list_models(self) -> list[str]:
         """Model ids from `GET /models`, in the order the provider lists them."""
-        try:
-            response = await self._client.get(self._models_url)
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await get_response(self._client, self._name, self._models_url)
         if response.status_code >= 300:
-            raise error_from_response(
-                self._name, "", response.status_code, response.headers, response.content
-            )
-        payload = _json(self._name, response.content)
+            raise self._http_error(response, "")
+        payload = parse_json(self._name, response.content)
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise protocol_error(self._name, "the model list has no `data` array")
@@ -209,31 +169,17 @@ class OpenAIProvider:
 
     async def _post_json(self, url: httpx.URL, body: bytes, ctx: CallContext) -> Any:
         """POST `body`, return the parsed JSON of a 2xx answer, map everything else."""
-        timeout = self._timeouts.for_call(ctx)
-        try:
-            async with asyncio.timeout(ctx.remaining()):
-                response = await self._client.post(
-                    url, content=body, headers=_request_headers(ctx), timeout=timeout
-                )
-        except TimeoutError:
-            raise upstream_timeout(self._name, "the call deadline passed") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(self._name, exc) from None
+        response = await post_within_deadline(
+            self._client, self._name, url, ctx, self._timeouts, content=body, headers=_request_headers(ctx)
+        )
         if response.status_code >= 300:
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        return _json(self._name, response.content)
+            raise self._http_error(response, ctx.model)
+        return parse_json(self._name, response.content)
 
-    async def _check_stream_response(self, response: httpx.Response, ctx: CallContext) -> None:
-        if response.status_code >= 300:
-            await response.aread()
-            raise error_from_response(
-                self._name, ctx.model, response.status_code, response.headers, response.content
-            )
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise protocol_error(self._name, f"expected text/event-stream, got {content_type or 'no type'}")
+    def _http_error(self, response: httpx.Response, model: str) -> GatewayError:
+        return error_from_response(
+            self._name, model, response.status_code, response.headers, response.content
+        )
 
 
 def _request_headers(ctx: CallContext) -> dict[str, str]:
@@ -242,28 +188,3 @@ def _request_headers(ctx: CallContext) -> dict[str, str]:
         # the gateway's id.
         return {**_JSON_HEADERS, "X-Client-Request-Id": ctx.request_id}
     return _JSON_HEADERS
-
-
-def _json(provider: str, content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise protocol_error(provider, "the response body is not JSON") from None
-
-
-def _first_token_timer(first_at: float | None) -> asyncio.Timeout:
-    """`asyncio.timeout` until `first_at` (time.monotonic based), or an inert one for None."""
-    if first_at is None:
-        return asyncio.timeout(None)
-    loop = asyncio.get_running_loop()
-    return asyncio.timeout_at(loop.time() + (first_at - time.monotonic()))
-
-
-async def _drain(events: AsyncIterator[Any]) -> None:
-    """Read what follows [DONE] so httpx can return the connection to the pool."""
-    try:
-        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-            async for _ in events:
-                pass
-    except (TimeoutError, SSETruncated, httpx.HTTPError):
-        pass  # the response is closed by the caller's `async with`; reuse is only an optimisation

@@ -18,19 +18,12 @@ from collections.abc import Sequence
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2
 from homa_server.errors import invalid_field
+from homa_server.providers._validation import ROLE_NAMES, check_tool_choice, check_tool_names
 
 __all__ = ["is_valid_name", "validate_messages", "validate_tool_choice", "validate_tools"]
 
 # OpenAI's documented constraint for function and schema names.
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-_ROLE_NAMES = {
-    content_pb2.ROLE_SYSTEM: "ROLE_SYSTEM",
-    content_pb2.ROLE_DEVELOPER: "ROLE_DEVELOPER",
-    content_pb2.ROLE_USER: "ROLE_USER",
-    content_pb2.ROLE_ASSISTANT: "ROLE_ASSISTANT",
-    content_pb2.ROLE_TOOL: "ROLE_TOOL",
-}
 
 # Part kinds each role may carry. Media kinds are narrowed further by the builders.
 _ALLOWED: dict[int, frozenset[str]] = {
@@ -82,7 +75,7 @@ def _check_part(
         raise invalid_field(path, "the part has no content")
     if kind not in _ALLOWED[role]:
         reason = _WHY_NOT[kind if role != content_pb2.ROLE_TOOL else "text"]
-        raise invalid_field(f"{path}.{kind}", f"{reason} (message role is {_ROLE_NAMES[role]})")
+        raise invalid_field(f"{path}.{kind}", f"{reason} (message role is {ROLE_NAMES[role]})")
     if kind == "tool_call":
         call = part.tool_call
         if not call.id:
@@ -101,13 +94,7 @@ def validate_tools(tools: Sequence[content_pb2.Tool]) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tools[i].name`.
     """
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if not _NAME.fullmatch(tool.name):
-            raise invalid_field(f"tools[{i}].name", "must be 1-64 letters, digits, underscores or dashes")
-        if tool.name in seen:
-            raise invalid_field(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
-        seen.add(tool.name)
+    check_tool_names(tools, _NAME, "must be 1-64 letters, digits, underscores or dashes")
 
 
 def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
@@ -116,17 +103,7 @@ def validate_tool_choice(request: chat_pb2.CompleteRequest) -> None:
     Raises:
         GatewayError: INVALID_ARGUMENT naming `tool_choice` or `tool_choice.name`.
     """
-    mode = request.tool_choice.mode
-    if mode not in (content_pb2.ToolChoice.MODE_REQUIRED, content_pb2.ToolChoice.MODE_NAMED):
-        return
-    if not request.tools:
-        raise invalid_field("tool_choice", "requiring a tool call needs at least one tool in `tools`")
-    if mode == content_pb2.ToolChoice.MODE_NAMED:
-        name = request.tool_choice.name
-        if not name:
-            raise invalid_field("tool_choice.name", "MODE_NAMED needs the name of a tool")
-        if all(tool.name != name for tool in request.tools):
-            raise invalid_field("tool_choice.name", f"no tool named {name!r} in `tools`")
+    check_tool_choice(request)
 
 
 def is_valid_name(name: str) -> bool:

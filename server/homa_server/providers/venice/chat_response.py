@@ -24,8 +24,8 @@ from typing import Any
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2, usage_pb2
 from homa_server.errors import GatewayError
+from homa_server.providers._errors import protocol_error
 from homa_server.providers.openai.chat_response import parse_completion
-from homa_server.providers.openai.error_mapping import protocol_error
 from homa_server.providers.venice.reasoning import details_text, encode_signature, split_think
 
 __all__ = ["citations_from", "content_text", "parse_venice_completion", "usage_from"]

@@ -36,10 +36,10 @@ from typing import Any
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
-from homa.type.v1 import content_pb2, usage_pb2
+from homa.type.v1 import usage_pb2
+from homa_server.providers._errors import protocol_error
 from homa_server.providers.openai.chat_response import finish_reason
-from homa_server.providers.openai.chat_stream import DONE
-from homa_server.providers.openai.error_mapping import protocol_error
+from homa_server.providers.openai.chat_stream import DONE, ToolCallAccumulator
 from homa_server.providers.venice.chat_response import citations_from, content_text, usage_from
 from homa_server.providers.venice.error_mapping import error_from_event
 from homa_server.providers.venice.reasoning import Piece, ThinkSplitter, details_text, encode_signature
@@ -50,15 +50,6 @@ _Event = chat_pb2.StreamCompleteResponse
 _FILTER_CODES = frozenset({"content_blocked_by_provider"})
 _FILTER_TYPES = frozenset({"content_filter_error"})
 _CONCATENATED = ("text", "data")
-
-
-class _PendingCall:
-    __slots__ = ("arguments", "id", "name")
-
-    def __init__(self) -> None:
-        self.id = ""
-        self.name = ""
-        self.arguments: list[str] = []
 
 
 class VeniceStreamDecoder:
@@ -92,7 +83,7 @@ class VeniceStreamDecoder:
         self._refused = False
         self._filtered = False
         self._cited = False
-        self._calls: dict[int, _PendingCall] = {}
+        self._calls = ToolCallAccumulator()
         self._thinker = ThinkSplitter() if think_tags else None
         self._details: list[dict[str, Any]] = []
         self._thought = ""
@@ -122,7 +113,7 @@ class VeniceStreamDecoder:
         events: list[_Event] = []
         if self._thinker is not None:
             self._pieces(self._thinker.flush(), events)
-        events.extend(self._flush_calls())
+        events.extend(self._calls.flush())
         signature = encode_signature(self._details, self._thought)
         if signature:
             events.append(_Event(delta=chat_pb2.ContentDelta(reasoning_signature=signature)))
@@ -156,7 +147,7 @@ class VeniceStreamDecoder:
             raw = choice.get("finish_reason")
             if raw:
                 self._raw_finish = raw
-                events.extend(self._flush_calls())
+                events.extend(self._calls.flush())
         if not self._cited:
             citations = citations_from(chunk.get("venice_parameters"))
             if citations:
@@ -192,7 +183,7 @@ class VeniceStreamDecoder:
         fragments = delta.get("tool_calls")
         if fragments:
             for fragment in fragments:
-                events.append(self._tool_fragment(fragment))
+                events.append(self._calls.fragment(fragment))
 
     @staticmethod
     def _pieces(pieces: Iterable[Piece], events: list[_Event]) -> None:
@@ -219,38 +210,3 @@ class VeniceStreamDecoder:
                     target[key] += value
                 elif value is not None:
                     target[key] = value
-
-    def _tool_fragment(self, fragment: dict[str, Any]) -> _Event:
-        index = fragment.get("index", 0)
-        pending = self._calls.get(index)
-        if pending is None:
-            pending = self._calls[index] = _PendingCall()
-        call_id = fragment.get("id") or ""
-        if call_id:
-            pending.id = call_id
-        function = fragment.get("function") or {}
-        name = function.get("name") or ""
-        if name:
-            pending.name = name
-        arguments = function.get("arguments") or ""
-        if arguments:
-            pending.arguments.append(arguments)
-        return _Event(
-            tool_call_delta=chat_pb2.ToolCallDelta(
-                index=index, id=call_id, name=name, arguments_json=arguments
-            )
-        )
-
-    def _flush_calls(self) -> list[_Event]:
-        if not self._calls:
-            return []
-        events = [
-            _Event(
-                tool_call=content_pb2.ToolCall(
-                    id=call.id, name=call.name, arguments_json="".join(call.arguments)
-                )
-            )
-            for _, call in sorted(self._calls.items())
-        ]
-        self._calls.clear()
-        return events

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from homa_server.errors import Code, GatewayError, QuotaViolation, Reason
+from homa_server.providers._errors import CREDENTIALS, ErrorClass, compose_message, safe_message
 from homa_server.providers._http import parse_retry_after
 from homa_server.providers.venice.rate_limits import limit_name, rate_limit_delay
 
@@ -51,7 +52,6 @@ _SECRET = re.compile(
     r"\b(?:sk|rk|sess)-[A-Za-z0-9_*\-]{4,}|\bVENICE[-_A-Z]*KEY[-_][A-Za-z0-9_*\-]{4,}|\bBearer\s+\S+",
     re.IGNORECASE,
 )
-_MAX_MESSAGE = 500
 _MAX_ISSUES = 3
 _CONTEXT_TEXT = "maximum context"
 _POLICY_TEXTS = ("content policy", "content moderation")
@@ -85,28 +85,16 @@ class _Upstream:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Class:
-    code: Code
-    reason: Reason
-    retryable: bool
-    summary: str  # "{provider} <summary> (<where>)"
-    detail: bool = True  # append the (scrubbed) upstream message
-
-
-_CREDENTIALS = _Class(
-    Code.INTERNAL, Reason.UPSTREAM_CREDENTIALS_REJECTED, False, "rejected the gateway's credentials", False
-)
-_QUOTA = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "has no balance left")
-_RATE_LIMITED = _Class(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
-_OVERLOADED = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is overloaded")
-_NOT_FOUND = _Class(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
-_TIMEOUT = _Class(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
-_UNAVAILABLE = _Class(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
-_CONTEXT = _Class(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
-_FILTERED = _Class(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "refused the prompt")
-_INVALID = _Class(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
-_UNEXPECTED = _Class(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
+_QUOTA = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_QUOTA_EXHAUSTED, False, "has no balance left")
+_RATE_LIMITED = ErrorClass(Code.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED, True, "rate limit reached")
+_OVERLOADED = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is overloaded")
+_NOT_FOUND = ErrorClass(Code.NOT_FOUND, Reason.UPSTREAM_NOT_FOUND, False, "does not know the resource")
+_TIMEOUT = ErrorClass(Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, True, "timed out")
+_UNAVAILABLE = ErrorClass(Code.UNAVAILABLE, Reason.UPSTREAM_UNAVAILABLE, True, "is unavailable")
+_CONTEXT = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTEXT_LENGTH_EXCEEDED, False, "rejected the request")
+_FILTERED = ErrorClass(Code.INVALID_ARGUMENT, Reason.CONTENT_FILTERED, False, "refused the prompt")
+_INVALID = ErrorClass(Code.INVALID_ARGUMENT, Reason.UPSTREAM_INVALID_REQUEST, False, "rejected the request")
+_UNEXPECTED = ErrorClass(Code.UNKNOWN, Reason.UPSTREAM_ERROR, False, "answered unexpectedly", False)
 
 
 def error_from_response(
@@ -195,10 +183,10 @@ def _details(details: Any) -> str:
     return "; ".join(found[:_MAX_ISSUES])
 
 
-def _classify(status: int, upstream: _Upstream) -> _Class:
+def _classify(status: int, upstream: _Upstream) -> ErrorClass:
     lowered = upstream.message.lower()
     if status in (401, 403):
-        return _CREDENTIALS
+        return CREDENTIALS
     if status == 402:
         return _QUOTA
     if status == 429:
@@ -239,12 +227,7 @@ def _build(
     kind = _classify(status, upstream)
 
     where = "during the stream" if mid_stream else f"with HTTP {status}"
-    message = f"{provider} {kind.summary} ({where})"
-    detail = _safe_message(upstream.message) if kind.detail else ""
-    if detail:
-        message = f"{message}: {detail}"
-    elif kind is _CREDENTIALS:
-        message = f"{message}; check its API key settings"
+    message = compose_message(provider, kind, where, safe_message(upstream.message, _SECRET))
 
     retry_after: float | None = None
     if kind is _RATE_LIMITED:
@@ -266,13 +249,6 @@ def _build(
         metadata=metadata,
         quota_violations=quota,
     )
-
-
-def _safe_message(message: str) -> str:
-    cleaned = _SECRET.sub("[redacted]", message)
-    if len(cleaned) > _MAX_MESSAGE:
-        cleaned = cleaned[:_MAX_MESSAGE] + "..."
-    return cleaned
 
 
 def _string(value: Any) -> str:
