@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from homa_server.observability.logging import configure_logging
+from homa_server.observability.logging import configure_logging, register_provider_secrets
 from homa_server.providers.registry import BUILTIN_KINDS, ProviderFactory, ProviderRegistry
 from homa_server.routing.chat import ChatDispatcher
 from homa_server.routing.resolver import ModelResolver
@@ -107,6 +107,7 @@ async def serve(
 
 def _worker(settings: Settings) -> None:
     configure_logging(settings.logging)
+    register_provider_secrets(settings)
     uvloop.run(serve(settings))
 
 
@@ -148,6 +149,7 @@ def _supervise(settings: Settings) -> None:
 def run_server(settings: Settings) -> None:
     """Blocking entry point for `homa serve`."""
     configure_logging(settings.logging)
+    register_provider_secrets(settings)
     if settings.server.workers > 1:
         if settings.server.port == 0:
             raise ValueError("server.port must be fixed when server.workers > 1")
