@@ -16,10 +16,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvloop
 
+from homa_server.auth.authenticator import Authenticator, build_authenticator
 from homa_server.observability.logging import configure_logging, register_provider_secrets
 from homa_server.providers.registry import BUILTIN_KINDS, ProviderFactory, ProviderRegistry
 from homa_server.routing.chat import ChatDispatcher
@@ -27,7 +28,7 @@ from homa_server.routing.resolver import ModelResolver
 from homa_server.rpc.admin import AdminServicer
 from homa_server.rpc.chat import ChatServicer
 from homa_server.rpc.server import BuiltServer, build_server
-from homa_server.settings import Settings
+from homa_server.settings import Settings, check_binding
 
 log = logging.getLogger("homa.app")
 
@@ -40,6 +41,7 @@ class Gateway:
     registry: ProviderRegistry
     resolver: ModelResolver
     dispatcher: ChatDispatcher
+    authenticator: Authenticator | None = field(default=None)
 
     @classmethod
     def from_settings(
@@ -57,17 +59,38 @@ class Gateway:
             "AdminService": AdminServicer(self.registry, self.settings),
         }
 
+    async def open_auth(self) -> Authenticator:
+        """Build the authentication methods once (OIDC discovery included); idempotent."""
+        if self.authenticator is None:
+            self.authenticator = await build_authenticator(self.settings.auth)
+        return self.authenticator
+
     async def aclose(self) -> None:
-        """Release provider resources."""
-        await self.registry.aclose()
+        """Release provider resources and the identity-provider HTTP client."""
+        try:
+            await self.registry.aclose()
+        finally:
+            if self.authenticator is not None:
+                await self.authenticator.aclose()
 
 
 async def start(
     settings: Settings, kinds: Mapping[str, ProviderFactory] = BUILTIN_KINDS
 ) -> tuple[Gateway, BuiltServer]:
-    """Build and start a server; returns once it accepts calls (used by tests and `serve`)."""
+    """Build and start a server; returns once it accepts calls (used by tests and `serve`).
+
+    Raises:
+        SettingsError: `auth.mode: none` with a non-loopback `server.host`.
+        ValueError / DiscoveryError: the authentication settings cannot be put to work.
+    """
+    check_binding(settings)  # settings built without validation (model_copy) are checked too
     gateway = Gateway.from_settings(settings, kinds)
-    built = build_server(settings.server, gateway.servicers())
+    try:
+        authenticator = await gateway.open_auth()
+        built = build_server(settings.server, gateway.servicers(), authenticator)
+    except BaseException:
+        await gateway.aclose()
+        raise
     await built.server.start()
     await built.set_serving(True)
     return gateway, built

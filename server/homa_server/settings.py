@@ -8,12 +8,22 @@ Everything is validated at start; `load_settings` raises `SettingsError` with on
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,6 +88,131 @@ class LoggingSettings(_Strict):
     json_format: bool = True
 
 
+AuthMode = Literal["none", "jwt", "oauth2"]
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+
+
+def _default_algorithms() -> list[JwtAlgorithm]:
+    return ["RS256", "ES256"]
+
+
+def _default_modes() -> list[AuthMode]:
+    return ["none"]
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names only the loopback interface (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _identity_url(value: str | None) -> str | None:
+    """An identity-provider URL: https, or http only on a loopback host (local development, tests)."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.username or parts.password or not parts.hostname:
+        raise ValueError("must be an absolute URL without user information")
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)):
+        return value
+    raise ValueError("must be an https URL (http only for a loopback host)")
+
+
+class JwtAuthSettings(_Strict):
+    """Self-contained JWTs signed with a shared secret or a static/JWKS public key."""
+
+    issuer: str = ""
+    audiences: list[str] = Field(default_factory=lambda: ["homa"], min_length=1)
+    algorithms: list[JwtAlgorithm] = Field(default_factory=_default_algorithms, min_length=1)
+    shared_secret: SecretStr | None = None
+    public_keys: dict[str, str] = Field(default_factory=dict)
+    jwks_url: str | None = None
+    clock_skew_s: float = Field(30.0, ge=0, le=300)
+    tenant_claim: str = "tenant"
+    default_tenant: str | None = None
+    max_token_bytes: int = Field(8192, ge=256, le=65536)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _identity_url(value)
+
+
+class OAuth2Settings(_Strict):
+    """OAuth2 access tokens: JWTs checked against the issuer's JWKS, opaque ones introspected."""
+
+    issuer: str | None = None
+    jwks_url: str | None = None
+    audiences: list[str] = Field(default_factory=lambda: ["homa"], min_length=1)
+    algorithms: list[JwtAlgorithm] = Field(default_factory=_default_algorithms, min_length=1)
+    clock_skew_s: float = Field(30.0, ge=0, le=300)
+    tenant_claim: str = "tenant"
+    default_tenant: str | None = None
+    max_token_bytes: int = Field(8192, ge=256, le=65536)
+    introspection_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    cache_ttl_s: float = Field(60.0, ge=0, le=3600)
+    negative_cache_ttl_s: float = Field(5.0, ge=0, le=300)
+    timeout_s: float = Field(3.0, gt=0, le=60)
+
+    @field_validator("issuer", "jwks_url", "introspection_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _identity_url(value)
+
+
+class AuthSettings(_Strict):
+    """Who may call which RPC. See docs/security.md."""
+
+    mode: list[AuthMode] = Field(default_factory=_default_modes, min_length=1)
+    allow_insecure_none_on: Literal["loopback"] = "loopback"
+    jwt: JwtAuthSettings = Field(default_factory=JwtAuthSettings)
+    oauth2: OAuth2Settings = Field(default_factory=OAuth2Settings)
+    #: Required scope overrides: "Service/Method" or "Service" (short name) -> scope.
+    scopes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSettings:
+        if len(set(self.mode)) != len(self.mode):
+            raise ValueError("mode lists a method twice")
+        if "jwt" in self.mode:
+            jwt = self.jwt
+            if not jwt.issuer:
+                raise ValueError("jwt.issuer is required when mode includes jwt")
+            hmac = any(a.startswith("HS") for a in jwt.algorithms)
+            asym = any(not a.startswith("HS") for a in jwt.algorithms)
+            if hmac and jwt.shared_secret is None:
+                raise ValueError("jwt.shared_secret is required for HS* algorithms")
+            if asym and not (jwt.public_keys or jwt.jwks_url):
+                raise ValueError("jwt.public_keys or jwt.jwks_url is required for RS*/ES* algorithms")
+        if "oauth2" in self.mode:
+            oauth = self.oauth2
+            introspects = oauth.introspection_url is not None or oauth.client_id is not None
+            if introspects and not (oauth.client_id and oauth.client_secret):
+                raise ValueError("oauth2 introspection needs client_id and client_secret")
+            if oauth.jwks_url is not None and not oauth.issuer:
+                raise ValueError("oauth2.jwks_url needs oauth2.issuer (the required iss claim)")
+            if not oauth.issuer and oauth.introspection_url is None:
+                raise ValueError("oauth2 needs an issuer (OIDC discovery / JWKS) or an introspection_url")
+        return self
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {"mock": ProviderSettings(kind="mock")}
 
@@ -130,6 +265,12 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     default_model: str = "mock/echo"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @model_validator(mode="after")
+    def _safe_binding(self) -> Settings:
+        check_binding(self)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -145,6 +286,19 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+def check_binding(settings: Settings) -> None:
+    """Refuse `auth.mode: none` on an address other than loopback.
+
+    Raises:
+        SettingsError: unauthenticated mode would be reachable from other hosts.
+    """
+    if "none" in settings.auth.mode and not is_loopback_host(settings.server.host):
+        raise SettingsError(
+            f"auth.mode none is only allowed on a loopback address, not server.host={settings.server.host!r};"
+            " configure auth.mode jwt or oauth2 (see docs/security.md)"
+        )
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

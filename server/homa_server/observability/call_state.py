@@ -9,6 +9,10 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from homa_server.auth.principal import Principal
 
 
 @dataclass(slots=True)
@@ -20,6 +24,8 @@ class CallState:
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0
     trailers: dict[str, str] = field(default_factory=dict)
+    #: The authenticated caller, set by the interceptor before the handler runs (None on open methods).
+    principal: Principal | None = None
 
     def overhead_ms(self) -> float:
         """Wall time spent in the gateway itself so far (total minus time waiting on upstreams)."""

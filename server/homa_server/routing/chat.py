@@ -5,6 +5,10 @@ Stream contract enforced here, whatever the adapter does: the first event is `ro
 `finish` event ends a successful stream; an adapter stream that ends without `finish`, or yields
 anything after it, is a failure (UPSTREAM_STREAM_INTERRUPTED / UPSTREAM_PROTOCOL_ERROR), never a
 silent OK.
+
+Allowed models: when the caller's Principal (published by the interceptor in the CallState) carries
+`allowed_models`, a model outside it is refused with PERMISSION_DENIED (generic message) before the
+provider is called; the requested name, the resolved model or `provider/model` may be listed.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import cast
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import usage_pb2
+from homa_server.auth.principal import permission_denied
 from homa_server.errors import Code, GatewayError, Reason, upstream_interrupted
-from homa_server.observability.call_state import add_upstream_time, set_trailer
+from homa_server.observability.call_state import add_upstream_time, current_call, set_trailer
 from homa_server.providers.base import CallContext, ChatProvider
 from homa_server.routing.resolver import ModelResolver, Target
 from homa_server.validation.chat import validate_chat_request
@@ -49,6 +54,16 @@ class ChatDispatcher:
         validate_chat_request(request)
         target = self._resolver.resolve(request.model)
         provider = target.provider
+        state = current_call.get()
+        principal = state.principal if state is not None else None
+        if principal is not None and principal.allowed_models is not None:
+            allowed = principal.allowed_models
+            if not (
+                request.model in allowed
+                or target.model in allowed
+                or f"{provider.name}/{target.model}" in allowed
+            ):
+                raise permission_denied()
         capable = self._chat_capable.get(provider.name)
         if capable is None:
             capable = self._chat_capable[provider.name] = isinstance(provider, ChatProvider)

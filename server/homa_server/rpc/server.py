@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from homa_server.auth.authenticator import Authenticator
 from homa_server.rpc.interceptors.gateway import GatewayInterceptor
 from homa_server.rpc.registration import service_handler
 from homa_server.settings import ServerSettings
@@ -67,18 +68,22 @@ def _options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(settings: ServerSettings, servicers: dict[str, object]) -> BuiltServer:
+def build_server(
+    settings: ServerSettings, servicers: dict[str, object], authenticator: Authenticator | None = None
+) -> BuiltServer:
     """Create the server and bind its port.
 
     Args:
         settings: listener settings.
         servicers: implementation objects by service name (e.g. "ChatService"); services without one
             answer UNIMPLEMENTED for every RPC.
+        authenticator: authenticates and authorises every Homa RPC (health and reflection stay
+            open); None only for tests of the bare server.
 
     Raises:
         RuntimeError: the port could not be bound.
     """
-    server = aio.server(interceptors=[GatewayInterceptor()], options=_options(settings))
+    server = aio.server(interceptors=[GatewayInterceptor(authenticator)], options=_options(settings))
     names = []
     for service in service_descriptors():
         server.add_generic_rpc_handlers((service_handler(service, servicers.get(service.name, object())),))

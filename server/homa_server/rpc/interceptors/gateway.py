@@ -1,10 +1,17 @@
-"""The server interceptor every RPC passes through: request id, timing and the error backstop.
+"""The server interceptor every RPC passes through: request id, authentication, timing, error backstop.
 
 One interceptor wraps the handler of each method, keeping its streaming kind (unary/stream in and
-out), so that the three concerns cost a single wrapper per call:
+out), so that the four concerns cost a single wrapper per call:
 - request id: `x-request-id` in, `homa-request-id` out: in the trailing metadata of unary-response
   RPCs (no extra send before the answer) and in the initial metadata of streaming-response RPCs
   (the caller knows it before the first message);
+- authentication and authorisation (auth/authenticator.py): before the behaviour is called (so
+  before any request message is read), the `authorization` metadata is validated and the method's
+  required scope checked; the Principal is published in `CallState.principal`. A rejection goes
+  through the error backstop like any `GatewayError`, so it keeps the method's streaming kind.
+  The required scope is looked up once per method (the wrapped handler is cached); in mode `none`
+  the anonymous Principal is assigned with no check. Open methods (health, reflection) read no
+  credential and carry no Principal;
 - timing: `homa-overhead-ms` trailing metadata = wall time minus time spent waiting on providers;
 - error backstop: a `GatewayError` becomes its status with details (rpc/status.py); any other
   exception becomes INTERNAL with reason INTERNAL and is logged with its stack, never leaked.
@@ -20,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
+from homa_server.auth.authenticator import Authenticator
+from homa_server.auth.principal import Principal
 from homa_server.errors import Code, GatewayError, Reason
 from homa_server.observability.call_state import CallState, current_call
 from homa_server.rpc import status
@@ -30,6 +39,28 @@ log = logging.getLogger("homa.rpc")
 OVERHEAD_KEY = "homa-overhead-ms"
 
 Behavior = Callable[..., Any]
+
+AUTHORIZATION_KEY = "authorization"
+
+
+class _Guard:
+    """The authentication step of one method: its required scope, looked up once."""
+
+    __slots__ = ("authenticator", "scope")
+
+    def __init__(self, authenticator: Authenticator, scope: str) -> None:
+        self.authenticator = authenticator
+        self.scope = scope
+
+    async def check(self, metadata: Any) -> Principal:
+        authorization: str | None = None
+        for key, value in metadata or ():
+            if key == AUTHORIZATION_KEY:
+                if authorization is not None or not isinstance(value, str):
+                    authorization = "\x00"  # two headers, or a binary one: never a valid credential
+                    break
+                authorization = value
+        return await self.authenticator.authenticate(authorization, self.scope)
 
 
 def _internal(exc: BaseException) -> GatewayError:
@@ -44,11 +75,16 @@ class _Call:
     __slots__ = ("context", "state", "streaming")
 
     def __init__(
-        self, method: str, metadata: Any, context: aio.ServicerContext[Any, Any], streaming: bool
+        self,
+        method: str,
+        metadata: Any,
+        context: aio.ServicerContext[Any, Any],
+        streaming: bool,
+        principal: Principal | None,
     ) -> None:
         self.context = context
         self.streaming = streaming
-        self.state = CallState(request_id=request_id_from(metadata), method=method)
+        self.state = CallState(request_id=request_id_from(metadata), method=method, principal=principal)
         # Each RPC runs in its own task (its own context copy), so the variable is never reset:
         # a stream closed from another task could not reset it anyway.
         current_call.set(self.state)
@@ -87,10 +123,15 @@ class _Call:
         await self.context.abort(status.grpc_code(error), error.message, trailers)
 
 
-def _wrap_unary_unary(method: str, behavior: Behavior) -> Behavior:
+def _wrap_unary_unary(
+    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(method, context.invocation_metadata(), context, streaming=False)
+        metadata = context.invocation_metadata()
+        call = _Call(method, metadata, context, False, principal)
         try:
+            if guard is not None:
+                call.state.principal = await guard.check(metadata)
             response = await behavior(request, context)
             call.succeed()
             return response
@@ -102,14 +143,21 @@ def _wrap_unary_unary(method: str, behavior: Behavior) -> Behavior:
     return handler
 
 
-def _wrap_stream_unary(method: str, behavior: Behavior) -> Behavior:
-    return _wrap_unary_unary(method, behavior)
+def _wrap_stream_unary(
+    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+) -> Behavior:
+    return _wrap_unary_unary(method, behavior, guard, principal)
 
 
-def _wrap_unary_stream(method: str, behavior: Behavior) -> Behavior:
+def _wrap_unary_stream(
+    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = _Call(method, context.invocation_metadata(), context, streaming=True)
+        metadata = context.invocation_metadata()
+        call = _Call(method, metadata, context, True, principal)
         try:
+            if guard is not None:
+                call.state.principal = await guard.check(metadata)
             await call.start()
             stream = behavior(request, context)
             if hasattr(stream, "__aiter__"):
@@ -130,8 +178,10 @@ def _wrap_unary_stream(method: str, behavior: Behavior) -> Behavior:
     return handler
 
 
-def _wrap_stream_stream(method: str, behavior: Behavior) -> Behavior:
-    return _wrap_unary_stream(method, behavior)
+def _wrap_stream_stream(
+    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+) -> Behavior:
+    return _wrap_unary_stream(method, behavior, guard, principal)
 
 
 if TYPE_CHECKING:
@@ -141,10 +191,24 @@ else:  # grpc's runtime class is not generic; the stubs' is.
 
 
 class GatewayInterceptor(_Interceptor):
-    """Wraps every method handler; see the module docstring."""
+    """Wraps every method handler; see the module docstring.
 
-    def __init__(self) -> None:
+    Args:
+        authenticator: the configured methods; None leaves every call without a Principal (tests of
+            the interceptor alone).
+    """
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
         self._cache: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._authenticator = authenticator
+
+    def _guard(self, method: str) -> tuple[_Guard | None, Principal | None]:
+        auth = self._authenticator
+        if auth is None or auth.policy.is_open(method):
+            return None, None
+        if auth.open_to_all:
+            return None, auth.anonymous
+        return _Guard(auth, auth.policy.required_scope(method)), None
 
     async def intercept_service(
         self,
@@ -158,33 +222,38 @@ class GatewayInterceptor(_Interceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        wrapped = _wrap(method, handler)
+        wrapped = _wrap(method, handler, *self._guard(method))
         self._cache[method] = wrapped
         return wrapped
 
 
-def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+def _wrap(
+    method: str,
+    handler: grpc.RpcMethodHandler[Any, Any],
+    guard: _Guard | None,
+    principal: Principal | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_unary(method, handler.unary_unary),
+            _wrap_unary_unary(method, handler.unary_unary, guard, principal),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_unary_stream(method, handler.unary_stream),
+            _wrap_unary_stream(method, handler.unary_stream, guard, principal),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_stream_unary(method, handler.stream_unary),
+            _wrap_stream_unary(method, handler.stream_unary, guard, principal),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_stream(method, handler.stream_stream),
+        _wrap_stream_stream(method, handler.stream_stream, guard, principal),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
