@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 NODE_STAMP := tools/node_modules/.installed
+TS_STAMP := clients/typescript/node_modules/.installed
 SRC := server clients/python/homa_client tests bench scripts
 PYTEST_ARGS ?=
 
@@ -26,12 +27,17 @@ $(NODE_STAMP): tools/package.json tools/package-lock.json
 	cd tools && npm install --silent --no-audit --no-fund
 	@touch $@
 
+$(TS_STAMP): clients/typescript/package.json
+	cd clients/typescript && npm install --silent --no-audit --no-fund
+	@touch $@
+
 setup: $(STAMP) $(NODE_STAMP) ## Create .venv and install pinned Python and Node tools
 
-generate: $(STAMP) ## Regenerate protobuf/gRPC code from protos/
+generate: $(STAMP) $(NODE_STAMP) ## Regenerate protobuf/gRPC code from protos/ (Python and TypeScript)
 	$(PY) scripts/generate.py
+	$(BUF) generate
 
-check-generated: $(STAMP) ## Fail when generated code differs from protos/
+check-generated: $(STAMP) $(NODE_STAMP) ## Fail when generated code differs from protos/
 	$(PY) scripts/check_generated.py
 
 fmt: $(STAMP) $(NODE_STAMP) ## Format Python and protos
@@ -45,8 +51,9 @@ lint: $(STAMP) $(NODE_STAMP) ## ruff and buf lint
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
-typecheck: $(STAMP) ## mypy --strict on the server and client
+typecheck: $(STAMP) $(TS_STAMP) ## mypy --strict on the server and client; tsc --strict on the TypeScript stubs
 	$(VENV)/bin/mypy server/homa_server clients/python/homa_client
+	cd clients/typescript && node_modules/.bin/tsc -p tsconfig.json
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,8 @@
-"""Fail (exit 1) when clients/python/gen differs from what `make generate` would write now."""
+"""Fail (exit 1) when generated code differs from what `make generate` would write now.
+
+Python stubs (clients/python/gen) are regenerated with scripts/generate.py in a scratch copy;
+TypeScript stubs (clients/typescript/gen) with `buf generate -o <scratch>` (needs `make setup`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "clients" / "python" / "gen" / "homa"
+TS_GEN = ROOT / "clients" / "typescript" / "gen"
+BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
 
 
 def _diff(left: Path, right: Path) -> list[str]:
@@ -30,6 +36,12 @@ def main() -> int:
             shutil.copytree(ROOT / part, copy / part)
         subprocess.run([sys.executable, str(copy / "scripts" / "generate.py")], check=True)
         problems = _diff(GEN, copy / "clients" / "python" / "gen" / "homa")
+        if not BUF.exists():
+            print(f"{BUF} is missing: run `make setup`")
+            return 1
+        ts_out = Path(tmp) / "ts"
+        subprocess.run([str(BUF), "generate", "-o", str(ts_out)], check=True, cwd=ROOT)
+        problems += _diff(TS_GEN, ts_out / "clients" / "typescript" / "gen")
     problems = [p for p in problems if "__pycache__" not in p]
     for line in problems:
         print(line)
