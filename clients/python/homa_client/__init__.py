@@ -50,11 +50,19 @@ from homa_client.errors import (
     from_rpc_error,
 )
 from homa_client.invocation import DEFAULT_TARGET, new_request_id
+from homa_client.oauth import (
+    TOKEN_ENDPOINT_ERROR,
+    TOKEN_ENDPOINT_UNAVAILABLE,
+    ClientCredentials,
+    TokenProvider,
+)
 from homa_client.results import CallInfo, ChatResult, StreamAssembler, Turn, text_of, tool_calls_of
 from homa_client.streams import AsyncChatStream, ChatStream
 
 __all__ = [
     "DEFAULT_TARGET",
+    "TOKEN_ENDPOINT_ERROR",
+    "TOKEN_ENDPOINT_UNAVAILABLE",
     "Admin",
     "AlreadyExistsError",
     "AsyncAdmin",
@@ -67,6 +75,7 @@ __all__ = [
     "ChatRequestBuilder",
     "ChatResult",
     "ChatStream",
+    "ClientCredentials",
     "Conversation",
     "DeadlineExceededError",
     "FailedPreconditionError",
@@ -82,6 +91,7 @@ __all__ = [
     "RateLimitError",
     "RequestCancelledError",
     "StreamAssembler",
+    "TokenProvider",
     "Turn",
     "UnauthenticatedError",
     "UnavailableError",

@@ -13,14 +13,16 @@ Every failure raises a `HomaError` subclass (see `homa_client.errors`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import grpc
+from grpc import aio
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa_client import coercion
 from homa_client.conversation import AsyncConversation, Conversation
-from homa_client.invocation import CallOptions, CallSettings, MetadataInput
+from homa_client.invocation import CallOptions, CallSettings, DeferredCall, MetadataInput
 from homa_client.results import ChatResult, StreamAssembler
 from homa_client.streams import AsyncChatStream, ChatStream
 from homa_client.unary import call_async, call_sync
@@ -61,12 +63,24 @@ class AsyncChat:
     ) -> AsyncChatStream:
         """Start a streamed completion (`StreamComplete`); iterate the returned stream for its events.
 
-        The RPC starts at once. Closing the stream (`aclose()`, leaving `async with`) cancels it.
+        The RPC starts at once (with a `token_provider`: at the first read, once the token is
+        ready). Closing the stream (`aclose()`, leaving `async with`) cancels it.
         """
         prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
-        call = self._stub.StreamComplete(
-            coercion.stream_request(request), timeout=prepared.timeout, metadata=prepared.metadata
-        )
+        message = coercion.stream_request(request)
+        call: aio.UnaryStreamCall[chat_pb2.StreamCompleteRequest, chat_pb2.StreamCompleteResponse]
+        if self._settings.token_provider is None:
+            call = self._stub.StreamComplete(message, timeout=prepared.timeout, metadata=prepared.metadata)
+        else:
+
+            async def open_call() -> object:
+                ready = await self._settings.authorize_async(prepared)
+                return self._stub.StreamComplete(message, timeout=ready.timeout, metadata=ready.metadata)
+
+            call = cast(
+                "aio.UnaryStreamCall[chat_pb2.StreamCompleteRequest, chat_pb2.StreamCompleteResponse]",
+                DeferredCall(open_call),
+            )
         return AsyncChatStream(call, prepared.request_id, self._settings.record, self._settings.record_error)
 
     async def collect(
@@ -113,10 +127,23 @@ class AsyncChat:
     ) -> AsyncConversation:
         """Open a `Converse` stream: `start` is a model name, a builder or a `ConverseStart`.
 
-        The deadline (`timeout`) covers the whole conversation.
+        The deadline (`timeout`) covers the whole conversation. With a `token_provider` the RPC
+        starts at the first `send`, once the token is ready.
         """
         prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
-        call = self._stub.Converse(None, timeout=prepared.timeout, metadata=prepared.metadata)
+        call: aio.StreamStreamCall[chat_pb2.ConverseRequest, chat_pb2.ConverseResponse]
+        if self._settings.token_provider is None:
+            call = self._stub.Converse(None, timeout=prepared.timeout, metadata=prepared.metadata)
+        else:
+
+            async def open_call() -> object:
+                ready = await self._settings.authorize_async(prepared)
+                return self._stub.Converse(None, timeout=ready.timeout, metadata=ready.metadata)
+
+            call = cast(
+                "aio.StreamStreamCall[chat_pb2.ConverseRequest, chat_pb2.ConverseResponse]",
+                DeferredCall(open_call),
+            )
         return AsyncConversation(
             call,
             coercion.converse_start(start),
@@ -154,7 +181,7 @@ class Chat:
         metadata: MetadataInput | None = None,
     ) -> ChatStream:
         """Start a streamed completion; iterate the returned stream. `close()`/`with` cancels it."""
-        prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
+        prepared = self._settings.prepare_sync(CallOptions(timeout, request_id, metadata))
         call = self._stub.StreamComplete(
             coercion.stream_request(request), timeout=prepared.timeout, metadata=prepared.metadata
         )
@@ -198,7 +225,7 @@ class Chat:
         metadata: MetadataInput | None = None,
     ) -> Conversation:
         """Open a `Converse` stream; see `AsyncChat.converse`."""
-        prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
+        prepared = self._settings.prepare_sync(CallOptions(timeout, request_id, metadata))
 
         def open_call(
             requests: Iterator[chat_pb2.ConverseRequest],

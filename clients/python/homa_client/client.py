@@ -9,6 +9,10 @@ Both clients share their options:
     credentials: `grpc.ChannelCredentials` for TLS (e.g. `grpc.ssl_channel_credentials()`); None
         means a plaintext channel.
     api_key: sent on every call as `authorization: Bearer <key>` metadata.
+    token_provider: instead of `api_key`, a `TokenProvider` such as `oauth.ClientCredentials`:
+        its token is sent as `authorization: Bearer <token>`, fetched and refreshed as needed. A
+        unary call answered UNAUTHENTICATED / INVALID_CREDENTIALS is retried once with a new
+        token; streams are not retried.
     metadata: extra metadata sent on every call.
     timeout: default deadline in seconds for each call (None = no deadline); methods take
         `timeout=` to override it.
@@ -40,6 +44,7 @@ from homa_client.invocation import (
     MetadataInput,
     channel_options,
 )
+from homa_client.oauth import TokenProvider
 from homa_client.results import CallInfo
 
 
@@ -61,13 +66,16 @@ class AsyncHomaClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
+        token_provider: TokenProvider | None = None,
         metadata: MetadataInput | None = None,
         timeout: float | None = None,
         options: ChannelOptions | None = None,
         channel: aio.Channel | None = None,
     ) -> None:
         self.target = target
-        self._settings = CallSettings(api_key=api_key, metadata=metadata, timeout=timeout)
+        self._settings = CallSettings(
+            api_key=api_key, metadata=metadata, timeout=timeout, token_provider=token_provider
+        )
         self._credentials = credentials
         self._options = channel_options(options)
         self._owns_channel = channel is None
@@ -137,13 +145,16 @@ class HomaClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
+        token_provider: TokenProvider | None = None,
         metadata: MetadataInput | None = None,
         timeout: float | None = None,
         options: ChannelOptions | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
         self.target = target
-        self._settings = CallSettings(api_key=api_key, metadata=metadata, timeout=timeout)
+        self._settings = CallSettings(
+            api_key=api_key, metadata=metadata, timeout=timeout, token_provider=token_provider
+        )
         self._owns_channel = channel is None
         if channel is None:
             merged = channel_options(options)
