@@ -28,7 +28,7 @@ from homa_server.routing.resolver import ModelResolver
 from homa_server.rpc.admin import AdminServicer
 from homa_server.rpc.chat import ChatServicer
 from homa_server.rpc.server import BuiltServer, build_server
-from homa_server.settings import Settings, check_binding
+from homa_server.settings import Settings, check_binding, check_mtls
 
 log = logging.getLogger("homa.app")
 
@@ -80,10 +80,12 @@ async def start(
     """Build and start a server; returns once it accepts calls (used by tests and `serve`).
 
     Raises:
-        SettingsError: `auth.mode: none` with a non-loopback `server.host`.
+        SettingsError: `auth.mode: none` with a non-loopback `server.host`, mode `mtls` without
+            client certificates, or `server.tls` files that are missing or invalid.
         ValueError / DiscoveryError: the authentication settings cannot be put to work.
     """
     check_binding(settings)  # settings built without validation (model_copy) are checked too
+    check_mtls(settings)
     gateway = Gateway.from_settings(settings, kinds)
     try:
         authenticator = await gateway.open_auth()
@@ -118,7 +120,11 @@ async def serve(
             loop.add_signal_handler(sig, stop_event.set)
     log.info(
         "homa listening",
-        extra={"address": f"{settings.server.host}:{built.port}", "providers": gateway.registry.names()},
+        extra={
+            "address": f"{settings.server.host}:{built.port}",
+            "providers": gateway.registry.names(),
+            "tls": settings.server.tls.client_auth if settings.server.tls else "off",
+        },
     )
     print(f"homa listening on {settings.server.host}:{built.port}", file=sys.stderr, flush=True)
     if on_ready is not None:

@@ -42,6 +42,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ClientAuth = Literal["none", "optional", "require"]
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+class TlsSettings(_Strict):
+    """Server TLS: certificate chain and key (PEM), and how client certificates are treated.
+
+    `client_auth`: `none` asks for no client certificate; `require` refuses the handshake without
+    one issued by `client_ca_file`. `optional` (ask, verify when sent, admit without) is refused:
+    grpcio's server credentials can only request a client certificate by requiring it.
+    The files are read and checked again when the server starts (`homa_server.rpc.tls`).
+    """
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth: ClientAuth = "none"
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+    @model_validator(mode="after")
+    def _ca_for_client_auth(self) -> TlsSettings:
+        if self.client_auth == "optional":
+            raise ValueError(
+                "client_auth optional is not supported (grpcio cannot request a client certificate"
+                " without requiring it); use none or require"
+            )
+        if self.client_auth != "none" and self.client_ca_file is None:
+            raise ValueError(f"client_ca_file is required when client_auth is {self.client_auth}")
+        return self
+
+
 class ServerSettings(_Strict):
     """The gRPC listener."""
 
@@ -55,6 +95,8 @@ class ServerSettings(_Strict):
     min_client_ping_interval_s: float = Field(10.0, gt=0)
     grace_period_s: float = Field(10.0, ge=0)
     reflection: bool = True
+    #: Serve TLS (and optionally verify client certificates); None keeps the plaintext listener.
+    tls: TlsSettings | None = None
 
 
 class ProviderSettings(_Strict):
@@ -88,7 +130,7 @@ class LoggingSettings(_Strict):
     json_format: bool = True
 
 
-AuthMode = Literal["none", "jwt", "oauth2"]
+AuthMode = Literal["none", "jwt", "oauth2", "mtls"]
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
 
 
@@ -170,6 +212,19 @@ class OAuth2Settings(_Strict):
         return _identity_url(value)
 
 
+class MtlsIdentity(_Strict):
+    """What a client-certificate subject may do."""
+
+    tenant: str = Field(min_length=1)
+    scopes: list[str] = Field(default_factory=list)
+
+
+class MtlsAuthSettings(_Strict):
+    """Client-certificate identities: certificate subject (a SAN entry or the CN) -> tenant, scopes."""
+
+    identities: dict[str, MtlsIdentity] = Field(default_factory=dict)
+
+
 class AuthSettings(_Strict):
     """Who may call which RPC. See docs/security.md."""
 
@@ -177,6 +232,7 @@ class AuthSettings(_Strict):
     allow_insecure_none_on: Literal["loopback"] = "loopback"
     jwt: JwtAuthSettings = Field(default_factory=JwtAuthSettings)
     oauth2: OAuth2Settings = Field(default_factory=OAuth2Settings)
+    mtls: MtlsAuthSettings = Field(default_factory=MtlsAuthSettings)
     #: Required scope overrides: "Service/Method" or "Service" (short name) -> scope.
     scopes: dict[str, str] = Field(default_factory=dict)
 
@@ -210,6 +266,8 @@ class AuthSettings(_Strict):
                 raise ValueError("oauth2.jwks_url needs oauth2.issuer (the required iss claim)")
             if not oauth.issuer and oauth.introspection_url is None:
                 raise ValueError("oauth2 needs an issuer (OIDC discovery / JWKS) or an introspection_url")
+        if "mtls" in self.mode and not self.mtls.identities:
+            raise ValueError("mtls.identities is required when mode includes mtls")
         return self
 
 
@@ -270,6 +328,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _safe_binding(self) -> Settings:
         check_binding(self)
+        check_mtls(self)
         return self
 
     @classmethod
@@ -298,6 +357,20 @@ def check_binding(settings: Settings) -> None:
         raise SettingsError(
             f"auth.mode none is only allowed on a loopback address, not server.host={settings.server.host!r};"
             " configure auth.mode jwt or oauth2 (see docs/security.md)"
+        )
+
+
+def check_mtls(settings: Settings) -> None:
+    """Mode `mtls` needs a TLS listener that asks for client certificates.
+
+    Raises:
+        SettingsError: `auth.mode` includes mtls without `server.tls.client_auth: require`.
+    """
+    tls = settings.server.tls
+    if "mtls" in settings.auth.mode and (tls is None or tls.client_auth != "require"):
+        raise SettingsError(
+            "auth.mode mtls needs server.tls with client_auth require and a client_ca_file"
+            " (see docs/security.md)"
         )
 
 

@@ -3,6 +3,11 @@
 Contract of `Authenticator.authenticate(authorization, scope) -> Principal`:
     * `authorization` is the raw header value or None. None (or empty) raises `credentials_required()`
       unless mode `none` is configured, which then yields the anonymous Principal (every scope).
+    * With mode `mtls`, a call without `authorization` is identified by its verified client
+      certificate instead (`peer()` returns gRPC's `auth_context()`; auth/mtls.py); with no client
+      certificate, mode `none` (if also configured) yields the anonymous Principal, else
+      `credentials_required()`. A bearer token, when present, is always validated as below and
+      the certificate is then not consulted.
     * The value must be `Bearer <token>` (scheme case-insensitive, one space-free token); anything
       else raises `invalid_credentials()`.
     * A JWT-shaped token (three dot-separated segments) is validated by the JWT validator whose
@@ -19,6 +24,7 @@ owns the HTTP client used for JWKS and introspection; `aclose()` releases it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import httpx
@@ -26,6 +32,7 @@ import httpx
 from homa_server.auth.introspection import IntrospectionConfig, Introspector, httpx_poster
 from homa_server.auth.jwks import JwksCache, b64url_decode, httpx_fetcher, strict_json_object
 from homa_server.auth.jwt_validator import JwtConfig, JwtValidator
+from homa_server.auth.mtls import AuthContext, CertificateIdentities
 from homa_server.auth.oidc import DiscoveryError, discover
 from homa_server.auth.policy import ScopePolicy
 from homa_server.auth.principal import (
@@ -70,6 +77,7 @@ class Authenticator:
         introspector: Introspector | None = None,
         max_token_bytes: int = 8192,
         client: httpx.AsyncClient | None = None,
+        certificates: CertificateIdentities | None = None,
     ) -> None:
         self.policy = policy
         self.anonymous: Principal | None = anonymous_principal(policy) if allow_anonymous else None
@@ -78,23 +86,42 @@ class Authenticator:
         self._introspector = introspector
         self._max_token_bytes = max_token_bytes
         self._client = client
+        self.certificates = certificates
 
     @property
     def open_to_all(self) -> bool:
         """True in pure mode `none`: no credential is ever checked."""
-        return self.anonymous is not None and not self._validators and self._introspector is None
+        return (
+            self.anonymous is not None
+            and not self._validators
+            and self._introspector is None
+            and self.certificates is None
+        )
 
-    async def authenticate(self, authorization: str | None, scope: str) -> Principal:
-        """The caller's Principal holding `scope`; raises the generic auth errors otherwise."""
+    async def authenticate(
+        self, authorization: str | None, scope: str, peer: Callable[[], AuthContext] | None = None
+    ) -> Principal:
+        """The caller's Principal holding `scope`; raises the generic auth errors otherwise.
+
+        `peer` returns the call's TLS auth context; it is called only in mode `mtls` for a call
+        without `authorization`.
+        """
         if not authorization:
-            if self.anonymous is None:
-                raise credentials_required()
-            principal = self.anonymous
+            principal = self._without_token(peer)
         else:
             principal = await self._validate(authorization)
         if scope not in principal.scopes:
             raise permission_denied()
         return principal
+
+    def _without_token(self, peer: Callable[[], AuthContext] | None) -> Principal:
+        if self.certificates is not None and peer is not None:
+            principal = self.certificates.principal(peer())
+            if principal is not None:
+                return principal
+        if self.anonymous is None:
+            raise credentials_required()
+        return self.anonymous
 
     async def _validate(self, authorization: str) -> Principal:
         scheme, _, token = authorization.strip().partition(" ")
@@ -132,6 +159,7 @@ async def build_authenticator(settings: AuthSettings) -> Authenticator:
         validators: dict[str, JwtValidator] = {}
         introspector: Introspector | None = None
         max_bytes = 0
+        certificates = CertificateIdentities(settings.mtls.identities) if "mtls" in modes else None
         if "jwt" in modes:
             jwt = settings.jwt
             jwks = JwksCache(jwt.jwks_url, httpx_fetcher(client)) if jwt.jwks_url else None
@@ -202,8 +230,9 @@ async def build_authenticator(settings: AuthSettings) -> Authenticator:
             allow_anonymous="none" in modes,
             jwt_validators=validators,
             introspector=introspector,
-            max_token_bytes=max_bytes,
+            max_token_bytes=max_bytes or 8192,
             client=client,
+            certificates=certificates,
         )
     except BaseException:
         await client.aclose()

@@ -1,4 +1,4 @@
-"""Builds the grpc.aio server: services, interceptor, health, reflection and transport limits."""
+"""Builds the grpc.aio server: services, interceptor, health, reflection, transport limits and TLS."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from homa_server.auth.authenticator import Authenticator
 from homa_server.rpc.interceptors.gateway import GatewayInterceptor
 from homa_server.rpc.registration import service_handler
+from homa_server.rpc.tls import server_credentials
 from homa_server.settings import ServerSettings
 
 # (generated module, service name) of every Homa service, in the order they are registered.
@@ -82,7 +83,9 @@ def build_server(
 
     Raises:
         RuntimeError: the port could not be bound.
+        SettingsError: `settings.tls` names files that are missing, unreadable or do not match.
     """
+    credentials = server_credentials(settings.tls) if settings.tls is not None else None
     server = aio.server(interceptors=[GatewayInterceptor(authenticator)], options=_options(settings))
     names = []
     for service in service_descriptors():
@@ -95,7 +98,11 @@ def build_server(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {settings.host}:{settings.port}")
     return BuiltServer(server=server, health=health_servicer, port=port, service_names=names)

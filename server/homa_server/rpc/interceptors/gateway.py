@@ -6,7 +6,8 @@ out), so that the four concerns cost a single wrapper per call:
   RPCs (no extra send before the answer) and in the initial metadata of streaming-response RPCs
   (the caller knows it before the first message);
 - authentication and authorisation (auth/authenticator.py): before the behaviour is called (so
-  before any request message is read), the `authorization` metadata is validated and the method's
+  before any request message is read), the `authorization` metadata is validated (or, in mode
+  `mtls`, the verified client certificate from `context.auth_context()`) and the method's
   required scope checked; the Principal is published in `CallState.principal`. A rejection goes
   through the error backstop like any `GatewayError`, so it keeps the method's streaming kind.
   The required scope is looked up once per method (the wrapped handler is cached); in mode `none`
@@ -52,7 +53,7 @@ class _Guard:
         self.authenticator = authenticator
         self.scope = scope
 
-    async def check(self, metadata: Any) -> Principal:
+    async def check(self, metadata: Any, context: aio.ServicerContext[Any, Any]) -> Principal:
         authorization: str | None = None
         for key, value in metadata or ():
             if key == AUTHORIZATION_KEY:
@@ -60,7 +61,8 @@ class _Guard:
                     authorization = "\x00"  # two headers, or a binary one: never a valid credential
                     break
                 authorization = value
-        return await self.authenticator.authenticate(authorization, self.scope)
+        # The TLS auth context is read only when mode mtls needs it (a call without a token).
+        return await self.authenticator.authenticate(authorization, self.scope, context.auth_context)
 
 
 def _internal(exc: BaseException) -> GatewayError:
@@ -131,7 +133,7 @@ def _wrap_unary_unary(
         call = _Call(method, metadata, context, False, principal)
         try:
             if guard is not None:
-                call.state.principal = await guard.check(metadata)
+                call.state.principal = await guard.check(metadata, context)
             response = await behavior(request, context)
             call.succeed()
             return response
@@ -157,7 +159,7 @@ def _wrap_unary_stream(
         call = _Call(method, metadata, context, True, principal)
         try:
             if guard is not None:
-                call.state.principal = await guard.check(metadata)
+                call.state.principal = await guard.check(metadata, context)
             await call.start()
             stream = behavior(request, context)
             if hasattr(stream, "__aiter__"):
