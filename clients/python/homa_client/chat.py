@@ -22,7 +22,7 @@ from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa_client import coercion
 from homa_client.conversation import AsyncConversation, Conversation
-from homa_client.invocation import CallOptions, CallSettings, DeferredCall, MetadataInput
+from homa_client.invocation import CallOptions, CallSettings, DeferredCall, MetadataInput, PreparedCall
 from homa_client.results import ChatResult, StreamAssembler
 from homa_client.streams import AsyncChatStream, ChatStream
 from homa_client.unary import call_async, call_sync
@@ -38,6 +38,18 @@ class AsyncChat:
     @property
     def _stub(self) -> chat_grpc.ChatServiceAsyncStub:
         return self._get_stub()
+
+    def _open(self, method: Callable[..., object], request: object, prepared: PreparedCall) -> object:
+        """Start a streaming RPC now, or, with a token provider, at first use once the token is ready
+        (stream() and converse() are not coroutines, so they cannot wait for the token)."""
+        if self._settings.token_provider is None:
+            return method(request, timeout=prepared.timeout, metadata=prepared.metadata)
+
+        async def open_call() -> object:
+            ready = await self._settings.authorize_async(prepared)
+            return method(request, timeout=ready.timeout, metadata=ready.metadata)
+
+        return DeferredCall(open_call)
 
     async def complete(
         self,
@@ -67,20 +79,10 @@ class AsyncChat:
         ready). Closing the stream (`aclose()`, leaving `async with`) cancels it.
         """
         prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
-        message = coercion.stream_request(request)
-        call: aio.UnaryStreamCall[chat_pb2.StreamCompleteRequest, chat_pb2.StreamCompleteResponse]
-        if self._settings.token_provider is None:
-            call = self._stub.StreamComplete(message, timeout=prepared.timeout, metadata=prepared.metadata)
-        else:
-
-            async def open_call() -> object:
-                ready = await self._settings.authorize_async(prepared)
-                return self._stub.StreamComplete(message, timeout=ready.timeout, metadata=ready.metadata)
-
-            call = cast(
-                "aio.UnaryStreamCall[chat_pb2.StreamCompleteRequest, chat_pb2.StreamCompleteResponse]",
-                DeferredCall(open_call),
-            )
+        call = cast(
+            "aio.UnaryStreamCall[chat_pb2.StreamCompleteRequest, chat_pb2.StreamCompleteResponse]",
+            self._open(self._stub.StreamComplete, coercion.stream_request(request), prepared),
+        )
         return AsyncChatStream(call, prepared.request_id, self._settings.record, self._settings.record_error)
 
     async def collect(
@@ -131,19 +133,10 @@ class AsyncChat:
         starts at the first `send`, once the token is ready.
         """
         prepared = self._settings.prepare(CallOptions(timeout, request_id, metadata))
-        call: aio.StreamStreamCall[chat_pb2.ConverseRequest, chat_pb2.ConverseResponse]
-        if self._settings.token_provider is None:
-            call = self._stub.Converse(None, timeout=prepared.timeout, metadata=prepared.metadata)
-        else:
-
-            async def open_call() -> object:
-                ready = await self._settings.authorize_async(prepared)
-                return self._stub.Converse(None, timeout=ready.timeout, metadata=ready.metadata)
-
-            call = cast(
-                "aio.StreamStreamCall[chat_pb2.ConverseRequest, chat_pb2.ConverseResponse]",
-                DeferredCall(open_call),
-            )
+        call = cast(
+            "aio.StreamStreamCall[chat_pb2.ConverseRequest, chat_pb2.ConverseResponse]",
+            self._open(self._stub.Converse, None, prepared),
+        )
         return AsyncConversation(
             call,
             coercion.converse_start(start),
