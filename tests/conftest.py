@@ -13,13 +13,28 @@ from grpc import aio
 from homa_server.app import Gateway, start, stop
 from homa_server.rpc.server import BuiltServer
 from homa_server.settings import Settings, load_settings
+from homa_server.store.database import Database
 from tests.providers.fakes.openai_upstream import FakeOpenAI
+from tests.storage import TEST_ENCRYPTION_KEY, drop_pg, fresh_pg_url, fresh_sqlite_url, scratch_dir
 from tests.providers.spec_validation import openai_api
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests: port 0, mock provider, no grace period, plus dotted overrides."""
-    return load_settings(overrides={"server.port": 0, "server.grace_period_s": 0.0, **overrides}, environ={})
+    """Settings for tests: port 0, mock provider, no grace period, a fresh migrated SQLite database
+    (unless `storage.url` is given) in its own directory, the fixed test encryption key, plus
+    dotted overrides."""
+    data_dir = scratch_dir()
+    defaults: dict[str, Any] = {
+        "server.port": 0,
+        "server.grace_period_s": 0.0,
+        "storage.data_dir": str(data_dir),
+        "storage.migrate_on_start": False,
+        "storage.outbox_flush_interval_s": 0.05,
+        "encryption.keys": [{"id": "test-1", "key": TEST_ENCRYPTION_KEY}],
+    }
+    if "storage.url" not in overrides:
+        defaults["storage.url"] = fresh_sqlite_url(data_dir)
+    return load_settings(overrides={**defaults, **overrides}, environ={})
 
 
 class RunningServer:
@@ -87,3 +102,26 @@ def openai_fake(openai_upstream: FakeOpenAI) -> Iterator[FakeOpenAI]:
     finally:
         openai_upstream.reset()
         openai_upstream.require_auth = True
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh migrated database on each engine (the test runs twice)."""
+    if request.param == "sqlite":
+        yield fresh_sqlite_url()
+        return
+    url = await fresh_pg_url()
+    try:
+        yield url
+    finally:
+        await drop_pg(url)
+
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    """An open `Database` on each engine."""
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        await db.aclose()

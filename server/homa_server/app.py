@@ -26,9 +26,20 @@ from homa_server.providers.registry import BUILTIN_KINDS, ProviderFactory, Provi
 from homa_server.routing.chat import ChatDispatcher
 from homa_server.routing.resolver import ModelResolver
 from homa_server.rpc.admin import AdminServicer
+from homa_server.rpc.admin_audit import AuditAdmin
+from homa_server.rpc.admin_keys import ApiKeyAdmin
+from homa_server.rpc.admin_usage import UsageAdmin
 from homa_server.rpc.chat import ChatServicer
+from homa_server.rpc.conversations import ConversationServicer
 from homa_server.rpc.server import BuiltServer, build_server
+from homa_server.security.crypto import Keyring
+from homa_server.security.keyring_config import load_keyring
 from homa_server.settings import Settings, check_binding, check_mtls
+from homa_server.store.audit import append_audit
+from homa_server.store.database import Database
+from homa_server.store.outbox import Outbox
+from homa_server.store.records import Recorder
+from homa_server.store.usage import insert_usage
 
 log = logging.getLogger("homa.app")
 
@@ -42,6 +53,47 @@ class Gateway:
     resolver: ModelResolver
     dispatcher: ChatDispatcher
     authenticator: Authenticator | None = field(default=None)
+    #: Set by `open_storage()` (which `start()` calls before building the servicers).
+    database: Database | None = field(default=None)
+    keyring: Keyring | None = field(default=None)
+    outbox: Outbox | None = field(default=None)
+
+    @property
+    def db(self) -> Database:
+        """The open database (raises if `open_storage()` has not run)."""
+        if self.database is None:
+            raise RuntimeError("storage is not open")
+        return self.database
+
+    @property
+    def recorder(self) -> Recorder:
+        """Where usage and audit records go (the outbox)."""
+        if self.outbox is None:
+            raise RuntimeError("storage is not open")
+        return self.outbox
+
+    async def open_storage(self) -> None:
+        """Open the database (migrating it when configured), the keyring and the outbox; idempotent."""
+        if self.database is not None:
+            return
+        storage = self.settings.storage
+        self.keyring = load_keyring(self.settings.encryption, storage.data_dir)
+        database = Database.from_settings(storage)
+        try:
+            if storage.migrate_on_start:
+                await database.migrate()
+            outbox = Outbox(
+                storage.data_dir / "outbox",
+                database,
+                {"usage": insert_usage, "audit": append_audit},
+                batch_size=storage.outbox_batch_size,
+                flush_interval_s=storage.outbox_flush_interval_s,
+            )
+            await outbox.start()
+        except BaseException:
+            await database.aclose()
+            raise
+        self.database, self.outbox = database, outbox
 
     @classmethod
     def from_settings(
@@ -53,10 +105,15 @@ class Gateway:
         return cls(settings, registry, resolver, ChatDispatcher(resolver))
 
     def servicers(self) -> dict[str, object]:
-        """Servicer objects by service name."""
+        """Servicer objects (or lists of servicer parts) by service name."""
         return {
-            "ChatService": ChatServicer(self.dispatcher, self.resolver),
-            "AdminService": AdminServicer(self.registry, self.settings),
+            "ChatService": [ChatServicer(self.dispatcher, self.resolver), ConversationServicer(self)],
+            "AdminService": [
+                AdminServicer(self.registry, self.settings),
+                ApiKeyAdmin(self),
+                UsageAdmin(self),
+                AuditAdmin(self),
+            ],
         }
 
     async def open_auth(self) -> Authenticator:
@@ -66,12 +123,25 @@ class Gateway:
         return self.authenticator
 
     async def aclose(self) -> None:
-        """Release provider resources and the identity-provider HTTP client."""
+        """Release provider resources, the identity-provider HTTP client, the outbox and the database."""
         try:
             await self.registry.aclose()
         finally:
-            if self.authenticator is not None:
-                await self.authenticator.aclose()
+            try:
+                if self.authenticator is not None:
+                    await self.authenticator.aclose()
+            finally:
+                await self.close_storage()
+
+    async def close_storage(self) -> None:
+        """Flush the outbox, then close the database."""
+        try:
+            if self.outbox is not None:
+                await self.outbox.aclose()
+        finally:
+            if self.database is not None:
+                await self.database.aclose()
+            self.outbox = self.database = None
 
 
 async def start(
@@ -88,6 +158,7 @@ async def start(
     check_mtls(settings)
     gateway = Gateway.from_settings(settings, kinds)
     try:
+        await gateway.open_storage()
         authenticator = await gateway.open_auth()
         built = build_server(settings.server, gateway.servicers(), authenticator)
     except BaseException:

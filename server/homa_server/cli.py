@@ -1,4 +1,4 @@
-"""The `homa` command line: serve, chat, models, info.
+"""The `homa` command line: serve, migrate, chat, models, info, keys, usage.
 
 `homa serve` runs the gateway; the other commands are clients of a running gateway
 (`--target`, default `localhost:50051`, or `$HOMA_TARGET`) built on `homa_client`.
@@ -8,26 +8,38 @@ and exit with status 1 (130 when interrupted).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-import grpc
 import typer
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from sqlalchemy.engine import make_url
 
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa.type.v1 import content_pb2, usage_pb2
-from homa_client import DEFAULT_TARGET, ChatRequestBuilder, HomaClient, HomaError, text_of, tool_calls_of
+from homa_client import DEFAULT_TARGET, ChatRequestBuilder, HomaClient, text_of, tool_calls_of
+from homa_server.commands.common import (
+    DEFAULT_CLIENT_TIMEOUT_S,
+    ApiKey,
+    JsonOutput,
+    ListFormat,
+    Target,
+    Timeout,
+    Tls,
+    open_client,
+    to_json,
+)
+from homa_server.commands.keys import keys_app
+from homa_server.commands.usage import usage_app
 from homa_server.settings import SettingsError, load_settings
+from homa_server.store.database import Database
 
 app = typer.Typer(name="homa", help="Homa AI gateway.", no_args_is_help=True, add_completion=False)
+app.add_typer(keys_app, name="keys")
+app.add_typer(usage_app, name="usage")
 
 
 @app.callback()
@@ -66,63 +78,6 @@ def serve(
 
 # -- client commands ---------------------------------------------------------------------------
 
-DEFAULT_CLIENT_TIMEOUT_S = 600.0
-
-Target = Annotated[
-    str,
-    typer.Option("--target", "-t", envvar="HOMA_TARGET", help="Gateway address host:port.", show_envvar=True),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option("--api-key", envvar="HOMA_API_KEY", help="API key (bearer token).", show_envvar=True),
-]
-Tls = Annotated[bool, typer.Option("--tls", help="Use TLS with the system root certificates.")]
-Timeout = Annotated[float, typer.Option("--timeout", min=0.001, help="Deadline of each call in seconds.")]
-JsonOutput = Annotated[bool, typer.Option("--json", help="Print protobuf JSON.")]
-
-
-class ListFormat(StrEnum):
-    """Output format of list commands."""
-
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
-
-
-def _fail(error: HomaError, target: str) -> NoReturn:
-    """Print `error: <REASON>: <message>` on stderr and exit 1."""
-    message = error.message
-    if error.code is grpc.StatusCode.UNAVAILABLE and not error.from_gateway:
-        cause = "connection refused" if "connection refused" in message.lower() else message
-        message = (
-            f"cannot reach the Homa gateway at {target} ({cause}); is it running? "
-            "Set --target or HOMA_TARGET to point at it"
-        )
-    typer.echo(f"error: {error.reason}: {message}", err=True)
-    for violation in error.field_violations:
-        typer.echo(f"  {violation.field}: {violation.description}", err=True)
-    if error.retry_after is not None:
-        typer.echo(f"  retry after {error.retry_after:g} s", err=True)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def _client(target: str, api_key: str | None, tls: bool, timeout: float) -> Iterator[HomaClient]:
-    """A client for one command; turns its failures into the CLI's error output."""
-    credentials = grpc.ssl_channel_credentials() if tls else None
-    try:
-        with HomaClient(target, credentials=credentials, api_key=api_key, timeout=timeout) as client:
-            yield client
-    except HomaError as error:
-        _fail(error, target)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
-
-
-def _json(message: Message, *, compact: bool = False) -> str:
-    return json_format.MessageToJson(message, indent=None if compact else 2, ensure_ascii=False)
-
 
 def _tool_call_line(call: content_pb2.ToolCall) -> str:
     return f"tool call {call.id}: {call.name}({call.arguments_json})"
@@ -143,7 +98,7 @@ def _print_stream(client: HomaClient, request: ChatRequestBuilder, as_json: bool
             for event in events:
                 kind = event.WhichOneof("event")
                 if as_json:
-                    typer.echo(_json(event, compact=True))
+                    typer.echo(to_json(event, compact=True))
                 elif kind == "delta" and event.delta.text:
                     typer.echo(event.delta.text, nl=False)
                     sys.stdout.flush()
@@ -187,13 +142,13 @@ def chat(
         request.temperature(temperature)
     if max_tokens is not None:
         request.max_output_tokens(max_tokens)
-    with _client(target, api_key, tls, timeout) as client:
+    with open_client(target, api_key, tls, timeout) as client:
         if stream:
             _print_stream(client, request, as_json)
             return
         response = client.chat.complete(request)
     if as_json:
-        typer.echo(_json(response))
+        typer.echo(to_json(response))
         return
     answer = text_of(response.message)
     if answer:
@@ -251,10 +206,10 @@ def models(
     timeout: Timeout = 30.0,
 ) -> None:
     """List the models the gateway can route to."""
-    with _client(target, api_key, tls, timeout) as client:
+    with open_client(target, api_key, tls, timeout) as client:
         found = client.admin.list_models(provider, include_deprecated=include_deprecated)
     if output is ListFormat.JSON:
-        typer.echo(_json(admin_pb2.ListModelsResponse(models=found)))
+        typer.echo(to_json(admin_pb2.ListModelsResponse(models=found)))
     elif output is ListFormat.CSV:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -278,10 +233,10 @@ def info(
     timeout: Timeout = 30.0,
 ) -> None:
     """Describe the gateway: version, build, APIs, providers and features."""
-    with _client(target, api_key, tls, timeout) as client:
+    with open_client(target, api_key, tls, timeout) as client:
         server = client.admin.server_info()
     if as_json:
-        typer.echo(_json(server))
+        typer.echo(to_json(server))
         return
     started = ""
     if server.HasField("start_time"):
@@ -299,6 +254,31 @@ def info(
     ]
     for key, value in rows:
         typer.echo(f"{key + ':':<11}{value}")
+
+
+@app.command()
+def migrate(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
+    revision: Annotated[str, typer.Option("--revision", help="Target Alembic revision.")] = "head",
+) -> None:
+    """Apply the database migrations (storage.url, default SQLite under storage.data_dir)."""
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> str | None:
+        database = Database.from_settings(settings.storage)
+        try:
+            await database.migrate(revision)
+            return await database.current_revision()
+        finally:
+            await database.aclose()
+
+    current = asyncio.run(run())
+    url = make_url(settings.storage.database_url()).render_as_string(hide_password=True)
+    typer.echo(f"{url}: at revision {current}")
 
 
 def main() -> None:

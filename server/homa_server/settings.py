@@ -130,7 +130,7 @@ class LoggingSettings(_Strict):
     json_format: bool = True
 
 
-AuthMode = Literal["none", "jwt", "oauth2", "mtls"]
+AuthMode = Literal["none", "api_key", "jwt", "oauth2", "mtls"]
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
 
 
@@ -225,6 +225,18 @@ class MtlsAuthSettings(_Strict):
     identities: dict[str, MtlsIdentity] = Field(default_factory=dict)
 
 
+class ApiKeyAuthSettings(_Strict):
+    """Homa API keys (`homa_sk_...`), issued by AdminService and stored hashed. See docs/security.md."""
+
+    #: Seconds a verified (or unknown) key stays in the in-process cache: the longest a revocation
+    #: made on another replica can go unnoticed. The replica that revokes forgets the key at once.
+    cache_ttl_s: float = Field(2.0, ge=0, le=60)
+    #: Entries kept in the in-process cache.
+    cache_size: int = Field(10000, ge=0)
+    #: Seconds between `last_use_time` updates of one key.
+    last_use_interval_s: float = Field(60.0, ge=1)
+
+
 class AuthSettings(_Strict):
     """Who may call which RPC. See docs/security.md."""
 
@@ -233,6 +245,7 @@ class AuthSettings(_Strict):
     jwt: JwtAuthSettings = Field(default_factory=JwtAuthSettings)
     oauth2: OAuth2Settings = Field(default_factory=OAuth2Settings)
     mtls: MtlsAuthSettings = Field(default_factory=MtlsAuthSettings)
+    api_key: ApiKeyAuthSettings = Field(default_factory=ApiKeyAuthSettings)
     #: Required scope overrides: "Service/Method" or "Service" (short name) -> scope.
     scopes: dict[str, str] = Field(default_factory=dict)
 
@@ -269,6 +282,84 @@ class AuthSettings(_Strict):
         if "mtls" in self.mode and not self.mtls.identities:
             raise ValueError("mtls.identities is required when mode includes mtls")
         return self
+
+
+class StorageSettings(_Strict):
+    """The database: SQLite (embedded default) or PostgreSQL. See docs/operations.md."""
+
+    #: SQLAlchemy URL: `sqlite+aiosqlite:///path/homa.db` or `postgresql+asyncpg://user@host/db`.
+    #: Empty = `<data_dir>/homa.db` (SQLite).
+    url: str = ""
+    #: Directory for the SQLite file, the outbox segments and the generated development keyring.
+    data_dir: Path = Path("var")
+    #: Apply Alembic migrations at start-up (`homa migrate` does it explicitly).
+    migrate_on_start: bool = True
+    #: Connections kept by the PostgreSQL pool.
+    pool_size: int = Field(10, ge=1, le=200)
+    #: Seconds a statement may run before it is cancelled.
+    statement_timeout_s: float = Field(30.0, gt=0)
+    #: Outbox writer: records per database transaction.
+    outbox_batch_size: int = Field(500, ge=1, le=10000)
+    #: Outbox writer: seconds between flushes when records are waiting.
+    outbox_flush_interval_s: float = Field(0.2, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    def database_url(self) -> str:
+        """The effective URL (the SQLite default under `data_dir` when `url` is empty)."""
+        return self.url or f"sqlite+aiosqlite:///{self.data_dir / 'homa.db'}"
+
+
+class EncryptionKey(_Strict):
+    """One AES-256-GCM key of the keyring."""
+
+    #: Short identifier stored with every envelope (`2026-11`, `k1`).
+    id: str = Field(min_length=1, max_length=64)
+    #: 32 random bytes, base64 (`homa keys gen-encryption-key` prints one).
+    key: SecretStr
+
+
+class EncryptionSettings(_Strict):
+    """Encryption at rest of conversation contents and stored credentials. See docs/security.md."""
+
+    #: Every key that may decrypt; the primary one encrypts. Empty = a development keyring is
+    #: generated once in `<data_dir>/keyring.json` (mode 0600) with a warning.
+    keys: list[EncryptionKey] = Field(default_factory=list)
+    #: Id of the key that encrypts new data; default the last of `keys`.
+    primary: str | None = None
+
+
+class RetentionSettings(_Strict):
+    """How long stored data is kept (days; unset = forever). Purged by a background task."""
+
+    conversations_days: int | None = Field(None, ge=1)
+    usage_days: int | None = Field(None, ge=1)
+    audit_days: int | None = Field(None, ge=1)
+    #: Seconds between purge runs.
+    interval_s: float = Field(3600.0, ge=1)
+
+
+class ConversationSettings(_Strict):
+    """Server-side conversations."""
+
+    #: Model used by the SUMMARIZE context policy; empty = the conversation's own model.
+    summary_model: str = ""
+    #: Output tokens reserved for the reply when fitting history into the context window.
+    reserve_output_tokens: int = Field(1024, ge=1)
+    #: Context window assumed for models missing from the capability table.
+    default_context_window: int = Field(8192, ge=256)
+
+
+class AuditSettings(_Strict):
+    """The tamper-evident audit log."""
+
+    #: Record every authenticated RPC (not only admin actions and failures).
+    record_access: bool = True
 
 
 def _default_providers() -> dict[str, ProviderSettings]:
@@ -324,6 +415,11 @@ class Settings(BaseSettings):
     default_model: str = "mock/echo"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    conversations: ConversationSettings = Field(default_factory=ConversationSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @model_validator(mode="after")
     def _safe_binding(self) -> Settings:

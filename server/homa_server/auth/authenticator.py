@@ -35,6 +35,7 @@ from homa_server.auth.jwt_validator import JwtConfig, JwtValidator
 from homa_server.auth.mtls import AuthContext, CertificateIdentities
 from homa_server.auth.oidc import DiscoveryError, discover
 from homa_server.auth.policy import ScopePolicy
+from homa_server.auth.tenancy import CROSS_TENANT_SCOPE
 from homa_server.auth.principal import (
     Principal,
     credentials_required,
@@ -50,9 +51,12 @@ DEFAULT_TENANT: Final = "default"
 
 
 def anonymous_principal(policy: ScopePolicy) -> Principal:
-    """The caller in mode `none`: every scope of the policy, no model restriction."""
+    """The caller in mode `none`: every scope of the policy and every tenant, no model restriction."""
     return Principal(
-        subject=ANONYMOUS_SUBJECT, tenant=DEFAULT_TENANT, scopes=policy.all_scopes, method="none"
+        subject=ANONYMOUS_SUBJECT,
+        tenant=DEFAULT_TENANT,
+        scopes=policy.all_scopes | {CROSS_TENANT_SCOPE},
+        method="none",
     )
 
 

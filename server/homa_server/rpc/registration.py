@@ -7,7 +7,7 @@ streaming kind. This is how contracts can be complete before every RPC is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -33,14 +33,21 @@ def _unimplemented(full_name: str, method: descriptor.MethodDescriptor) -> Any:
 
 
 def service_handler(
-    service: descriptor.ServiceDescriptor, servicer: object
+    service: descriptor.ServiceDescriptor, servicer: object | Sequence[object]
 ) -> grpc.GenericRpcHandler[Any, Any]:
-    """A generic handler serving `service` with the methods `servicer` defines (by RPC name)."""
+    """A generic handler serving `service` with the methods `servicer` defines (by RPC name).
+
+    `servicer` may be a list of parts (one per area of a large service, e.g. AdminService's
+    keys, usage and audit parts): each RPC is served by the first part that defines it.
+    """
+    parts = list(servicer) if isinstance(servicer, (list, tuple)) else [servicer]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         response_cls = message_factory.GetMessageClass(method.output_type)
-        behavior = getattr(servicer, method.name, None)
+        behavior = next(
+            (b for b in (getattr(part, method.name, None) for part in parts) if b is not None), None
+        )
         if behavior is None:
             behavior = _unimplemented(f"{service.full_name}/{method.name}", method)
         kwargs: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
@@ -70,7 +71,7 @@ def _options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 
 def build_server(
-    settings: ServerSettings, servicers: dict[str, object], authenticator: Authenticator | None = None
+    settings: ServerSettings, servicers: Mapping[str, object], authenticator: Authenticator | None = None
 ) -> BuiltServer:
     """Create the server and bind its port.
 

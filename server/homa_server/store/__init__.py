@@ -1,0 +1,1 @@
+"""Durable storage: SQLAlchemy 2 async tables and repositories, Alembic migrations, the outbox."""
