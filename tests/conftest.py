@@ -15,8 +15,8 @@ from homa_server.rpc.server import BuiltServer
 from homa_server.settings import Settings, load_settings
 from homa_server.store.database import Database
 from tests.providers.fakes.openai_upstream import FakeOpenAI
-from tests.storage import TEST_ENCRYPTION_KEY, drop_pg, fresh_pg_url, fresh_sqlite_url, scratch_dir
 from tests.providers.spec_validation import openai_api
+from tests.storage import TEST_ENCRYPTION_KEY, drop_pg, fresh_pg_url, fresh_sqlite_url, scratch_dir
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -27,8 +27,8 @@ PG_HOST_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
 _ROOT = Path(tempfile.mkdtemp(prefix="homa-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
-_SQLITE_TEMPLATE: Path | None = None
-_PG_TEMPLATE: str | None = None
+#: Made once per session: "sqlite" -> template file path, "postgresql" -> template database name.
+_TEMPLATES: dict[str, str] = {}
 
 
 def scratch_dir() -> Path:
@@ -40,15 +40,14 @@ def scratch_dir() -> Path:
 
 def sqlite_template() -> Path:
     """A SQLite file migrated to head, made once per session."""
-    global _SQLITE_TEMPLATE
-    if _SQLITE_TEMPLATE is None:
+    if "sqlite" not in _TEMPLATES:
         path = _ROOT / "template.db"
         engine = create_engine(f"sqlite:///{path}")
         with engine.begin() as connection:
             upgrade(connection)
         engine.dispose()
-        _SQLITE_TEMPLATE = path
-    return _SQLITE_TEMPLATE
+        _TEMPLATES["sqlite"] = str(path)
+    return Path(_TEMPLATES["sqlite"])
 
 
 def fresh_sqlite_url(directory: Path | None = None) -> str:
@@ -59,8 +58,7 @@ def fresh_sqlite_url(directory: Path | None = None) -> str:
 
 
 async def _pg_template() -> str:
-    global _PG_TEMPLATE
-    if _PG_TEMPLATE is None:
+    if "postgresql" not in _TEMPLATES:
         name = f"homa_tmpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         admin = await asyncpg.connect(PG_ADMIN_DSN)
         try:
@@ -72,9 +70,9 @@ async def _pg_template() -> str:
             await database.migrate()
         finally:
             await database.aclose()
-        _PG_TEMPLATE = name
+        _TEMPLATES["postgresql"] = name
         atexit.register(_drop_sync, name)
-    return _PG_TEMPLATE
+    return _TEMPLATES["postgresql"]
 
 
 async def fresh_pg_url() -> str:

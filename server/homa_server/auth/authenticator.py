@@ -35,13 +35,13 @@ from homa_server.auth.jwt_validator import JwtConfig, JwtValidator
 from homa_server.auth.mtls import AuthContext, CertificateIdentities
 from homa_server.auth.oidc import DiscoveryError, discover
 from homa_server.auth.policy import ScopePolicy
-from homa_server.auth.tenancy import CROSS_TENANT_SCOPE
 from homa_server.auth.principal import (
     Principal,
     credentials_required,
     invalid_credentials,
     permission_denied,
 )
+from homa_server.auth.tenancy import CROSS_TENANT_SCOPE
 from homa_server.settings import AuthSettings
 
 log = logging.getLogger("homa.auth")
