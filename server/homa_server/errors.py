@@ -39,6 +39,7 @@ class Reason(StrEnum):
 
     INVALID_REQUEST = "INVALID_REQUEST"
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
     PROVIDER_NOT_FOUND = "PROVIDER_NOT_FOUND"
     CAPABILITY_NOT_SUPPORTED = "CAPABILITY_NOT_SUPPORTED"
     CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
@@ -130,6 +131,17 @@ def invalid_argument(message: str, *violations: FieldViolation) -> GatewayError:
 def invalid_field(field_path: str, description: str) -> GatewayError:
     """INVALID_ARGUMENT for a single bad field; the message repeats the field for plain clients."""
     return invalid_argument(f"{field_path}: {description}", FieldViolation(field_path, description))
+
+
+def resource_not_found(kind: str, resource_id: str) -> GatewayError:
+    """NOT_FOUND for a stored resource that does not exist OR belongs to another tenant (the two are
+    indistinguishable on purpose). `kind` is e.g. "api key", "conversation"."""
+    return GatewayError(
+        f"{kind} {resource_id!r} not found",
+        Code.NOT_FOUND,
+        Reason.RESOURCE_NOT_FOUND,
+        metadata={"resource_type": kind},
+    )
 
 
 def not_implemented(rpc: str) -> GatewayError:
