@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from homa_server.app import Gateway, start, stop
 from homa_server.rpc.server import BuiltServer
 from homa_server.settings import Settings, load_settings
 from homa_server.store.database import Database
+from tests.log_canaries import CapturingHandler, leaks
 from tests.providers.fakes.openai_upstream import FakeOpenAI
 from tests.providers.spec_validation import openai_api
 from tests.storage import TEST_ENCRYPTION_KEY, drop_pg, fresh_pg_url, fresh_sqlite_url, scratch_dir
@@ -125,3 +127,21 @@ async def database(db_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.aclose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs() -> Iterator[None]:
+    """Fails the session (at teardown) if any canary secret reached a log record (tests/log_canaries.py)."""
+    handler = CapturingHandler()
+    homa = logging.getLogger("homa")
+    root = logging.getLogger()
+    previous = homa.level
+    homa.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        homa.setLevel(previous)
+    found = leaks(handler.lines)
+    assert found == [], f"secrets in {len(handler.lines)} captured log lines: {found}"

@@ -33,6 +33,7 @@ from homa_server.commands.common import (
     to_json,
 )
 from homa_server.commands.keys import keys_app
+from homa_server.commands.secrets import secrets_app
 from homa_server.commands.usage import usage_app
 from homa_server.settings import SettingsError, load_settings
 from homa_server.store.database import Database
@@ -40,6 +41,7 @@ from homa_server.store.database import Database
 app = typer.Typer(name="homa", help="Homa AI gateway.", no_args_is_help=True, add_completion=False)
 app.add_typer(keys_app, name="keys")
 app.add_typer(usage_app, name="usage")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.callback()

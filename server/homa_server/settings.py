@@ -320,7 +320,7 @@ class EncryptionKey(_Strict):
 
     #: Short identifier stored with every envelope (`2026-11`, `k1`).
     id: str = Field(min_length=1, max_length=64)
-    #: 32 random bytes, base64 (`homa keys gen-encryption-key` prints one).
+    #: 32 random bytes, base64 (`homa secrets gen-key` prints one).
     key: SecretStr
 
 

@@ -17,12 +17,14 @@ from typing import Self
 from homa_client import HomaClient
 from homa_server.app import Gateway, start, stop
 from homa_server.rpc.server import BuiltServer
-from homa_server.settings import Settings, load_settings
+from homa_server.settings import Settings
+from tests.conftest import make_settings
 
 
 def gateway_settings() -> Settings:
-    """Settings of a hermetic test gateway: port 0 and no provider keys from the environment."""
-    return load_settings(overrides={"server.port": 0}, environ={})
+    """Settings of a hermetic test gateway: port 0, its own database, no provider keys from the
+    environment."""
+    return make_settings()
 
 
 def closed_port_target() -> str:
