@@ -871,13 +871,15 @@ class ApiKey(_message.Message):
     tenant: _builtins.str
     """Tenant the key belongs to; usage and budgets are accounted to it. Immutable."""
     secret_prefix: _builtins.str
-    """First characters of the secret, for example "hk_3f9a", to recognise it; set by the server."""
+    """First 12 characters of the secret, for example "homa_sk_3f9a", to recognise it; set by the server."""
     state: Global___ApiKeyState.ValueType
     """Lifecycle state; set by the server."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Scopes granted: a service ("chat", "image", "audio", "embedding", "batch", "admin") or a single
-        method ("chat.Complete"). Empty = no access.
+        """Scopes granted: scope tokens such as "chat:write", "chat:read", "images:write", "audio:write",
+        "embeddings:write", "embeddings:read", "batch:write", "batch:read", "admin:read", "admin:write",
+        and "tenants:all" (every tenant's data; operators only). A caller can grant only scopes it holds.
+        Empty = no access.
         """
 
     @_builtins.property

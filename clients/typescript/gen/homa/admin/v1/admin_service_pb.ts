@@ -671,8 +671,10 @@ export type ApiKey = Message<"homa.admin.v1.ApiKey"> & {
   tenant: string;
 
   /**
-   * Scopes granted: a service ("chat", "image", "audio", "embedding", "batch", "admin") or a single
-   * method ("chat.Complete"). Empty = no access.
+   * Scopes granted: scope tokens such as "chat:write", "chat:read", "images:write", "audio:write",
+   * "embeddings:write", "embeddings:read", "batch:write", "batch:read", "admin:read", "admin:write",
+   * and "tenants:all" (every tenant's data; operators only). A caller can grant only scopes it holds.
+   * Empty = no access.
    *
    * @generated from field: repeated string scopes = 5;
    */
@@ -714,7 +716,7 @@ export type ApiKey = Message<"homa.admin.v1.ApiKey"> & {
   labels: { [key: string]: string };
 
   /**
-   * First characters of the secret, for example "hk_3f9a", to recognise it; set by the server.
+   * First 12 characters of the secret, for example "homa_sk_3f9a", to recognise it; set by the server.
    *
    * @generated from field: string secret_prefix = 11;
    */
