@@ -1,0 +1,1 @@
+"""Report rendering shared by server exports and the CLI (usage exports, compliance reports)."""
