@@ -1,0 +1,1 @@
+"""Limiter storage: `memory` (one process) and `redis` (shared by replicas), same semantics."""

@@ -1,0 +1,1 @@
+"""Response-cache backends: memory, Redis, Memcached (aiocache) and filesystem."""
