@@ -26,10 +26,14 @@ _CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
 
 def write_config(path: Path, mock_port: int) -> Path:
-    """The gateway settings: one OpenAI provider pointing at the mock, warnings-only logging."""
+    """The gateway settings: one OpenAI provider pointing at the mock, warnings-only logging, its
+    database in the run's directory, and no response cache (every call must reach the mock: the
+    cache-hit path has its own benchmark, bench/cache_hit.py)."""
     path.write_text(
         "# written by bench/run.py\n"
         "logging: {level: WARNING}\n"
+        f'storage: {{data_dir: "{path.parent / "gateway-data"}"}}\n'
+        "cache: {enabled: false}\n"
         "providers:\n"
         f'  {payloads.PROVIDER}: {{kind: openai, base_url: "http://127.0.0.1:{mock_port}/v1", '
         f'api_key: "sk-bench", models: [{payloads.UPSTREAM_MODEL}]}}\n'

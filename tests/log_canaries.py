@@ -1,10 +1,10 @@
 """Whole-suite check that no secret used by the tests ever reaches the logs.
 
-A handler on the root logger (the `homa` logger set to DEBUG for the session) renders every record of the session the way production does
-(a copy of the record through the redaction filter, then the JSON formatter). At the end of the
-session the text must contain none of the canary secrets: every quoted literal containing "canary" in
-the test sources (tokens, client secrets, provider keys), plus anything shaped like a Homa API key
-secret or a signed JWT.
+A handler on the root logger (the `homa` logger set to DEBUG for the session) renders every record
+of the session the way production does (a copy of the record through the redaction filter, then the
+JSON formatter). At the end of the session the text must contain none of the canary secrets: every
+quoted literal containing "canary" in the test sources (tokens, client secrets, provider keys), plus
+anything shaped like a Homa API key secret or a signed JWT.
 """
 
 from __future__ import annotations

@@ -22,23 +22,32 @@ import uvloop
 
 from homa_server.auth.authenticator import Authenticator, build_authenticator
 from homa_server.observability.logging import configure_logging, register_provider_secrets
+from homa_server.policy.cache import ResponseCache, build_cache
+from homa_server.policy.limits import Limiter
 from homa_server.providers.registry import BUILTIN_KINDS, ProviderFactory, ProviderRegistry
+from homa_server.routing.attempts import Router
 from homa_server.routing.chat import ChatDispatcher
+from homa_server.routing.conversation import ConversationTurns
 from homa_server.routing.resolver import ModelResolver
 from homa_server.rpc.admin import AdminServicer
 from homa_server.rpc.admin_audit import AuditAdmin
+from homa_server.rpc.admin_cache import CacheAdmin
 from homa_server.rpc.admin_keys import ApiKeyAdmin
 from homa_server.rpc.admin_usage import UsageAdmin
 from homa_server.rpc.chat import ChatServicer
+from homa_server.rpc.collections import CollectionServicer
 from homa_server.rpc.conversations import ConversationServicer
+from homa_server.rpc.embedding import EmbeddingServicer
 from homa_server.rpc.server import BuiltServer, build_server
 from homa_server.security.crypto import Keyring
 from homa_server.security.keyring_config import load_keyring
+from homa_server.security.sealed_settings import unseal_provider_credentials
 from homa_server.settings import Settings, check_binding, check_mtls
 from homa_server.store.audit import append_audit
 from homa_server.store.database import Database
 from homa_server.store.outbox import Outbox
 from homa_server.store.records import Recorder
+from homa_server.store.retention import RetentionTask
 from homa_server.store.usage import insert_usage
 
 log = logging.getLogger("homa.app")
@@ -57,6 +66,10 @@ class Gateway:
     database: Database | None = field(default=None)
     keyring: Keyring | None = field(default=None)
     outbox: Outbox | None = field(default=None)
+    turns: ConversationTurns | None = field(default=None)
+    retention: RetentionTask | None = field(default=None)
+    #: The response cache (policy/cache), also `dispatcher.cache`; None when `cache.enabled` is false.
+    cache: ResponseCache | None = field(default=None)
 
     @property
     def db(self) -> Database:
@@ -77,7 +90,8 @@ class Gateway:
         if self.database is not None:
             return
         storage = self.settings.storage
-        self.keyring = load_keyring(self.settings.encryption, storage.data_dir)
+        if self.keyring is None:
+            self.keyring = load_keyring(self.settings.encryption, storage.data_dir)
         database = Database.from_settings(storage)
         try:
             if storage.migrate_on_start:
@@ -94,32 +108,56 @@ class Gateway:
             await database.aclose()
             raise
         self.database, self.outbox = database, outbox
+        self.retention = RetentionTask(database, self.settings.retention, outbox)
+        self.retention.start()
+        self.dispatcher.recorder = outbox  # one usage record per admitted chat call
 
     @classmethod
     def from_settings(
         cls, settings: Settings, kinds: Mapping[str, ProviderFactory] = BUILTIN_KINDS
     ) -> Gateway:
-        """Build providers and routing from validated settings (`kinds`: adapter factories by kind)."""
+        """Build providers and routing from validated settings (`kinds`: adapter factories by kind).
+
+        The keyring is loaded first: sealed provider credentials are opened with it (and then
+        masked in logs like any configured key).
+        """
+        keyring = load_keyring(settings.encryption, settings.storage.data_dir)
+        settings = unseal_provider_credentials(settings, keyring)
+        register_provider_secrets(settings)
         registry = ProviderRegistry.from_settings(settings, kinds)
-        resolver = ModelResolver(registry, settings.default_model)
-        return cls(settings, registry, resolver, ChatDispatcher(resolver))
+        first_deployments = {
+            alias: (route.deployments[0].provider, route.deployments[0].model)
+            for alias, route in settings.routes.items()
+        }
+        resolver = ModelResolver(registry, settings.default_model, first_deployments)
+        router = Router.from_settings(settings, registry, resolver)
+        gateway = cls(settings, registry, resolver, ChatDispatcher(resolver, router=router))
+        gateway.dispatcher.limiter = Limiter.from_settings(settings.limits)  # Redis connects lazily
+        gateway.cache = gateway.dispatcher.cache = build_cache(settings)  # connects lazily too
+        gateway.keyring = keyring
+        return gateway
 
     def servicers(self) -> dict[str, object]:
         """Servicer objects (or lists of servicer parts) by service name."""
         return {
-            "ChatService": [ChatServicer(self.dispatcher, self.resolver), ConversationServicer(self)],
+            "ChatService": [
+                ChatServicer(self.dispatcher, self.resolver, self.conversation_turns()),
+                ConversationServicer(self),
+            ],
+            "EmbeddingService": [EmbeddingServicer(self), CollectionServicer(self)],
             "AdminService": [
-                AdminServicer(self.registry, self.settings),
+                AdminServicer(self.registry, self.settings, self.dispatcher.router.breakers),
                 ApiKeyAdmin(self),
                 UsageAdmin(self),
                 AuditAdmin(self),
+                CacheAdmin(self),
             ],
         }
 
     async def open_auth(self) -> Authenticator:
         """Build the authentication methods once (OIDC discovery included); idempotent."""
         if self.authenticator is None:
-            self.authenticator = await build_authenticator(self.settings.auth)
+            self.authenticator = await build_authenticator(self.settings.auth, self.database)
         return self.authenticator
 
     async def aclose(self) -> None:
@@ -131,10 +169,28 @@ class Gateway:
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
             finally:
-                await self.close_storage()
+                try:
+                    if self.dispatcher.limiter is not None:
+                        await self.dispatcher.limiter.aclose()
+                    if self.cache is not None:
+                        await self.cache.aclose()
+                finally:
+                    await self.close_storage()
+
+    def conversation_turns(self) -> ConversationTurns | None:
+        """The conversation layer of chat calls (one per gateway; None before storage is open)."""
+        if self.turns is None:
+            self.turns = ConversationTurns.for_gateway(self)
+        return self.turns
 
     async def close_storage(self) -> None:
-        """Flush the outbox, then close the database."""
+        """Finish conversation appends still running, stop the retention task, flush the outbox,
+        then close the database."""
+        if self.turns is not None:
+            await self.turns.drain()
+        if self.retention is not None:
+            await self.retention.aclose()
+            self.retention = None
         try:
             if self.outbox is not None:
                 await self.outbox.aclose()
@@ -160,7 +216,13 @@ async def start(
     try:
         await gateway.open_storage()
         authenticator = await gateway.open_auth()
-        built = build_server(settings.server, gateway.servicers(), authenticator)
+        built = build_server(
+            settings.server,
+            gateway.servicers(),
+            authenticator,
+            gateway.recorder,
+            settings.audit.record_access,
+        )
     except BaseException:
         await gateway.aclose()
         raise

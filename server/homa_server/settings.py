@@ -362,8 +362,207 @@ class AuditSettings(_Strict):
     record_access: bool = True
 
 
+class SemanticCacheSettings(_Strict):
+    """Optional semantic response cache: same tenant and model, never with tools, off by default."""
+
+    enabled: bool = False
+    #: Cosine similarity at or above which a stored answer is served.
+    threshold: float = Field(0.95, gt=0, le=1)
+    #: Entries kept per (tenant, model) in this process; the oldest is dropped first.
+    max_entries: int = Field(1000, ge=1, le=100_000)
+    #: Embedding function factory as "package.module:callable" (see docs/routing.md); empty = none,
+    #: and the semantic cache stays off even when `enabled`.
+    embedder: str = ""
+
+
+class CacheSettings(_Strict):
+    """Exact-match response cache of chat completions. See docs/routing.md "Response cache"."""
+
+    #: Master switch, on by default (only deterministic requests are cached unless the caller opts
+    #: in); off = every request bypasses the cache, whatever its `options.cache` says (no
+    #: `homa-cache` trailer).
+    enabled: bool = True
+    backend: Literal["memory", "redis", "memcached", "filesystem"] = "memory"
+    #: Seconds an entry lives; also the max age when a request sets no `cache_max_age`.
+    ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
+    #: Prefix of every key in shared backends (Redis, Memcached).
+    namespace: str = Field("homa", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Seconds one backend operation may take; a slow or failing backend is a miss, never an error.
+    timeout_s: float = Field(0.25, gt=0, le=10)
+    #: Larger answers are not stored.
+    max_entry_bytes: int = Field(4 * _MIB, ge=1024, le=64 * _MIB)
+    #: Memory backend bounds (least recently written entries are evicted first).
+    memory_max_entries: int = Field(10_000, ge=1)
+    memory_max_bytes: int = Field(256 * _MIB, ge=_MIB)
+    #: Redis backend: `redis://[:password@]host:port/db`.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Memcached backend: `host:port`.
+    memcached: str = "127.0.0.1:11211"
+    #: Filesystem backend directory; unset = `<storage.data_dir>/cache`.
+    directory: Path | None = None
+    semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+
+class RateLimitValues(_Strict):
+    """Request and token rates of one subject (a model); unset = no limit."""
+
+    #: Requests admitted per sliding minute, across all replicas sharing the backend.
+    requests_per_minute: int | None = Field(None, ge=1)
+    #: Tokens (prompt + output) per UTC clock minute, reserved before each call and settled after.
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class LimitValues(RateLimitValues):
+    """Rates and cost budgets of one subject (a key or a tenant); unset = inherit / no limit."""
+
+    #: Spend per UTC calendar day, micro-USD (0 = no spending allowed).
+    daily_cost_micros: int | None = Field(None, ge=0)
+    #: Spend per UTC calendar month, micro-USD.
+    monthly_cost_micros: int | None = Field(None, ge=0)
+
+
+class RedisLimitSettings(_Strict):
+    """The Redis limiter backend (several replicas). See docs/routing.md "Rate limits and budgets"."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every key the limiter writes.
+    key_prefix: str = Field("homa:limits:", pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$")
+    #: Seconds one limiter operation may take (connect included): the most a call ever waits on Redis.
+    timeout_s: float = Field(0.1, gt=0, le=10)
+    #: After a failure, Redis is treated as unavailable (no call waits on it) for this many seconds.
+    recheck_after_s: float = Field(1.0, ge=0, le=60)
+    max_connections: int = Field(64, ge=1, le=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+
+class LimitSettings(_Strict):
+    """Rate limits and cost budgets. See docs/routing.md "Rate limits and budgets"."""
+
+    #: Master switch; off = nothing is counted or refused.
+    enabled: bool = True
+    #: `memory` counts in this process (one replica); `redis` shares the counts between replicas.
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisLimitSettings = Field(default_factory=RedisLimitSettings)
+    #: When Redis cannot be reached: `open` admits calls uncounted, `closed` refuses them (UNAVAILABLE).
+    redis_failure: Literal["open", "closed"] = "open"
+    #: Output tokens reserved for a request without `max_output_tokens`.
+    default_max_output_tokens: int = Field(1024, ge=1)
+    #: Defaults of every API key (a key's own `rate_limits` / `budgets` override them field by field).
+    key: LimitValues = Field(default_factory=LimitValues)
+    #: Defaults of every tenant.
+    tenant: LimitValues = Field(default_factory=LimitValues)
+    #: Per-tenant overrides (field by field over `tenant`).
+    tenants: dict[str, LimitValues] = Field(default_factory=dict)
+    #: Defaults of every model (`provider/model`), across all tenants.
+    model: RateLimitValues = Field(default_factory=RateLimitValues)
+    #: Per-model overrides (field by field over `model`), by `provider/model`.
+    models: dict[str, RateLimitValues] = Field(default_factory=dict)
+
+
+RouteStrategy = Literal["ordered", "weighted", "least_inflight", "lowest_latency"]
+RouteCapability = Literal["images", "audio", "tools", "json_schema"]
+
+
+class DeploymentSettings(_Strict):
+    """One deployment of a route: a provider instance and the model sent to it."""
+
+    #: Provider instance name (a key of `providers`).
+    provider: str = Field(min_length=1)
+    #: Provider-side model identifier.
+    model: str = Field(min_length=1)
+    #: Share of traffic under the `weighted` strategy.
+    weight: float = Field(1.0, gt=0)
+    #: Calls in flight on this deployment (this replica); more wait by priority. None = unlimited.
+    max_concurrency: int | None = Field(None, ge=1)
+    #: What the model accepts; None = from the model catalogue (catalog/models.yaml).
+    capabilities: list[RouteCapability] | None = None
+
+
+class RouteSettings(_Strict):
+    """An alias (`fast`, `smart`) and the deployments that serve it. See docs/routing.md."""
+
+    deployments: list[DeploymentSettings] = Field(min_length=1)
+    #: How the deployments are ordered for each call.
+    strategy: RouteStrategy = "ordered"
+    #: Models or aliases tried, in order, after every deployment failed (before the first chunk).
+    fallbacks: list[str] = Field(default_factory=list)
+    #: Total seconds for a call through this route (the call's deadline applies when shorter).
+    timeout_s: float | None = Field(None, gt=0)
+    #: Seconds a streamed attempt may take to its first event before the next candidate is tried.
+    first_token_timeout_s: float | None = Field(None, gt=0)
+    #: Attempts on one deployment (1 = no retry); None = `resilience.retry.max_attempts`.
+    max_attempts_per_deployment: int | None = Field(None, ge=1, le=10)
+
+
+class RetrySettings(_Strict):
+    """Retries of one deployment after a retryable failure (429, 5xx, connect error, timeout)."""
+
+    #: Attempts on one deployment, first included (1 = no retry; fallback still applies).
+    max_attempts: int = Field(1, ge=1, le=10)
+    #: Backoff before retry n is uniform in [0, min(max_delay_s, base_delay_s * 2**(n-1))].
+    base_delay_s: float = Field(0.1, gt=0, le=60)
+    max_delay_s: float = Field(2.0, gt=0, le=300)
+    #: A Retry-After longer than this is not waited for: the next candidate is tried instead.
+    max_retry_after_s: float = Field(0.5, ge=0, le=300)
+    #: Attempts per call across all candidates.
+    max_total_attempts: int = Field(6, ge=1, le=50)
+
+
+class BreakerSettings(_Strict):
+    """Circuit breaker per deployment and replica."""
+
+    enabled: bool = True
+    #: Consecutive failures that open the circuit.
+    consecutive_failures: int = Field(5, ge=1)
+    #: Error rate (0..1) over `window_s` that opens the circuit once `min_calls` were seen.
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(30.0, gt=0)
+    min_calls: int = Field(20, ge=1)
+    #: Seconds an open circuit refuses calls before half-open probes are let through.
+    cooldown_s: float = Field(30.0, gt=0)
+    #: Concurrent probe calls while half-open; one success closes the circuit, a failure reopens it.
+    half_open_probes: int = Field(1, ge=1)
+
+
+class AdmissionSettings(_Strict):
+    """Priority admission when a deployment's concurrency limit is reached."""
+
+    #: Concurrency limit of deployments that set none (direct `provider/model` calls too); None = unlimited.
+    default_max_concurrency: int | None = Field(None, ge=1)
+    #: Calls waiting for one deployment; a full queue sheds its lowest priority first.
+    max_queue: int = Field(100, ge=0)
+    #: Longest wait for a slot (the call's deadline applies when shorter).
+    max_wait_s: float = Field(10.0, ge=0)
+    #: Longest wait for a LOW priority call (shed first).
+    low_priority_max_wait_s: float = Field(1.0, ge=0)
+
+
+class ResilienceSettings(_Strict):
+    """Retries, circuit breakers and priority admission. See docs/routing.md."""
+
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
-    return {"mock": ProviderSettings(kind="mock")}
+    return {
+        "mock": ProviderSettings(kind="mock"),
+        "local": ProviderSettings(kind="local", models=["all-minilm-l6-v2"]),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +619,11 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     conversations: ConversationSettings = Field(default_factory=ConversationSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    #: Model aliases -> deployments (docs/routing.md).
+    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @model_validator(mode="after")
     def _safe_binding(self) -> Settings:

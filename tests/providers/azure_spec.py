@@ -133,6 +133,23 @@ def validate_azure_schema(spec: Path, schema: str, instance: Any) -> list[str]:
     ]
 
 
+def validate_azure_embeddings_response(spec: Path, instance: Any) -> list[str]:
+    """Validate an embeddings answer against the (inline) 200 schema of the embeddings path."""
+    path = "~1deployments~1{deployment-id}~1embeddings"
+    pointer = f"#/paths/{path}/post/responses/200/content/application~1json/schema"
+    with _lock:
+        root = {
+            "$ref": pointer,
+            "components": _spec_dict(spec)["components"],
+            "paths": _spec_dict(spec)["paths"],
+        }
+        validator = jsonschema.Draft202012Validator(root)
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message[:300]}"
+        for error in validator.iter_errors(instance)
+    ]
+
+
 def declared_request_fields(spec: Path) -> frozenset[str]:
     """Top-level properties the spec declares for a chat completions request body."""
     schemas = _spec_dict(spec)["components"]["schemas"]

@@ -79,6 +79,8 @@ _MESSAGES = {
     "GenerateContentResponse": glm.GenerateContentResponse,
     "CountTokensResponse": glm.CountTokensResponse,
     "ListModelsResponse": glm.ListModelsResponse,
+    "BatchEmbedContentsRequest": glm.BatchEmbedContentsRequest,
+    "BatchEmbedContentsResponse": glm.BatchEmbedContentsResponse,
 }
 
 
@@ -364,6 +366,23 @@ def validate_count_tokens_request(raw: bytes) -> list[str]:
         _semantics(inner, ".generateContentRequest", problems)
     elif not body.get("contents"):
         problems.append("contents or generateContentRequest is required")
+    return problems
+
+
+def validate_batch_embed_request(raw: bytes) -> list[str]:
+    """Problems of a `batchEmbedContents` body (empty when valid): proto + discovery shapes, and
+    every request naming a `models/{model}` with text content."""
+    body, problems = _both("BatchEmbedContentsRequest", raw)
+    if problems:
+        return problems
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        return [".requests: required, at least one"]
+    for i, item in enumerate(requests):
+        if not _MODEL_NAME.fullmatch(item.get("model") or ""):
+            problems.append(f".requests[{i}].model: must be models/{{model}}")
+        if not (item.get("content") or {}).get("parts"):
+            problems.append(f".requests[{i}].content.parts: required")
     return problems
 
 

@@ -237,6 +237,11 @@ _SCHEMAS: dict[str, Any] = {
     "ModelList": {"$ref": _pointer(*_MODELS_RESPONSE, "schema")},
     "ChatCompletionChunk": _CHUNK,
     "OpenAIStyleError": _OPENAI_STYLE_ERROR,
+    "EmbeddingList": {
+        "$ref": _pointer(
+            "paths", "/embeddings", "post", "responses", "200", "content", "application/json", "schema"
+        )
+    },
 }
 
 

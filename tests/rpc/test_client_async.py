@@ -275,7 +275,7 @@ async def test_get_model_list_providers_and_server_info(client: AsyncHomaClient)
     info = await client.admin.server_info()
 
     assert model.id == "mock/echo"
-    assert [p.name for p in providers] == ["mock"]
+    assert [p.name for p in providers] == ["local", "mock"]
     assert providers[0].model_count > 0
     assert info.service_name == "homa"
     assert "homa.chat.v1" in info.api_versions

@@ -137,7 +137,7 @@ def test_admin(client: HomaClient) -> None:
     assert "mock/echo" in ids
     assert ids == sorted(ids)
     assert client.admin.get_model("mock/tool").provider_model == "tool"
-    assert [p.kind for p in client.admin.list_providers()] == ["mock"]
+    assert [p.kind for p in client.admin.list_providers()] == ["local", "mock"]
     assert client.admin.server_info().service_name == "homa"
 
 

@@ -74,14 +74,6 @@ async def test_unimplemented_bidi_rpc_names_itself(server: RunningServer) -> Non
     _assert_unimplemented(info.value, "homa.audio.v1.AudioService/StreamTranscribe")
 
 
-async def test_conversation_rpcs_are_unimplemented_for_now(server: RunningServer) -> None:
-    with pytest.raises(aio.AioRpcError) as info:
-        await chat_grpc.ChatServiceStub(server.channel).CreateConversation(
-            chat_pb2.CreateConversationRequest()
-        )
-    _assert_unimplemented(info.value, "homa.chat.v1.ChatService/CreateConversation")
-
-
 async def test_health_reports_serving_per_service(server: RunningServer) -> None:
     stub = health_pb2_grpc.HealthStub(server.channel)
     for name in ("", "homa.chat.v1.ChatService", "homa.batch.v1.BatchService"):
@@ -114,18 +106,21 @@ async def test_admin_lists_models_providers_and_server_info(server: RunningServe
     assert model.model.provider == "mock"
     providers = await stub.ListProviders(admin_pb2.ListProvidersRequest(probe=True))
     assert [(p.name, p.kind, p.health) for p in providers.providers] == [
-        ("mock", "mock", admin_pb2.PROVIDER_HEALTH_HEALTHY)
+        ("local", "local", admin_pb2.PROVIDER_HEALTH_HEALTHY),
+        ("mock", "mock", admin_pb2.PROVIDER_HEALTH_HEALTHY),
     ]
     info = await stub.GetServerInfo(admin_pb2.GetServerInfoRequest())
     assert "homa.chat.v1" in info.api_versions
-    assert info.enabled_providers == ["mock"]
+    assert info.enabled_providers == ["mock", "local"]
+    assert {"auth:none", "storage:sqlite", "cache:memory", "limits:memory", "reflection"} <= set(info.features)
     with pytest.raises(aio.AioRpcError) as bad:
         await stub.ListModels(admin_pb2.ListModelsRequest(page_token="not-a-token!"))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 class _ExplodingProvider:
-    """A chat provider with a bug: raises a plain exception carrying a secret."""
+    """A chat provider with a bug: raises a plain exception carrying a key-shaped secret (which the
+    log redaction must mask: the whole-suite log check in tests/log_canaries.py looks for it)."""
 
     name = "boom"
     kind = "test"
@@ -136,13 +131,13 @@ class _ExplodingProvider:
     async def complete_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
     ) -> chat_pb2.CompleteResponse:
-        raise ValueError("secret sk-canary-123 leaked in a bug")
+        raise ValueError("secret sk-canary-0123456789abcdef leaked in a bug")
 
     async def stream_chat(
         self, request: chat_pb2.CompleteRequest, ctx: CallContext
     ) -> AsyncIterator[chat_pb2.StreamCompleteResponse]:
         yield chat_pb2.StreamCompleteResponse(delta=chat_pb2.ContentDelta(text="partial"))
-        raise ValueError("secret sk-canary-123 leaked in a bug")
+        raise ValueError("secret sk-canary-0123456789abcdef leaked in a bug")
 
 
 async def test_unexpected_exception_becomes_internal_without_leaking() -> None:

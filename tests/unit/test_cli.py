@@ -161,7 +161,8 @@ def test_models_csv(target: str) -> None:
 
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {"id": "mock/echo", "provider": "mock", "provider_model": "echo"}.items() <= rows[1].items()
+    echo = next(row for row in rows if row["id"] == "mock/echo")
+    assert {"id": "mock/echo", "provider": "mock", "provider_model": "echo"}.items() <= echo.items()
 
 
 def test_models_of_unknown_provider(target: str) -> None:
@@ -177,7 +178,7 @@ def test_info(target: str) -> None:
     assert result.exit_code == 0, result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     assert lines["service"].strip() == "homa"
-    assert lines["providers"].strip() == "mock"
+    assert lines["providers"].strip() == "mock, local"
     assert "homa.chat.v1" in lines["apis"]
 
 

@@ -15,7 +15,7 @@ def test_defaults_serve_mock_on_50051(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(environ={})
     assert settings.server.port == 50051
     assert settings.server.host == "127.0.0.1"
-    assert list(settings.providers) == ["mock"]
+    assert list(settings.providers) == ["mock", "local"]  # both work with no key and no network
     assert settings.server.max_message_bytes == 16 * 1024 * 1024
 
 
@@ -81,6 +81,7 @@ def test_every_vendor_variable_switches_on_a_registered_kind() -> None:
     kinds = {name: p.kind for name, p in settings.providers.items()}
     assert kinds == {
         "mock": "mock",
+        "local": "local",
         "openai": "openai",
         "anthropic": "anthropic",
         "gemini": "gemini",
@@ -100,4 +101,4 @@ def test_incomplete_vendor_variables_switch_nothing_on() -> None:
     settings = load_settings(
         environ={"AZURE_OPENAI_API_KEY": "az", "AWS_ACCESS_KEY_ID": "AKIA", "OLLAMA_API_KEY": "k"}
     )
-    assert list(settings.providers) == ["mock"]
+    assert list(settings.providers) == ["mock", "local"]

@@ -1,4 +1,5 @@
-"""The `client.admin` namespace: the catalogue part of AdminService (models, providers, server info).
+"""The `client.admin` namespace: the catalogue part of AdminService (models, providers, server info)
+and API keys (homa_client/admin_keys.py).
 
 Methods take the same `timeout`, `request_id` and `metadata` keywords as `client.chat`. List
 methods follow `next_page_token` to the last page; `timeout` then applies to each page, and each
@@ -16,6 +17,8 @@ import grpc
 
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa.admin.v1 import admin_service_pb2_grpc as admin_grpc
+from homa_client.admin_keys import ApiKeyCalls, AsyncApiKeyCalls
+from homa_client.admin_usage import AsyncUsageCalls, UsageCalls
 from homa_client.errors import InternalError
 from homa_client.invocation import CallOptions, CallSettings, MetadataInput
 from homa_client.unary import call_async, call_sync
@@ -45,8 +48,8 @@ def _advance(request: admin_pb2.ListModelsRequest, token: str, seen: set[str]) -
     return True
 
 
-class AsyncAdmin:
-    """AdminService calls of `AsyncHomaClient` (use `client.admin`)."""
+class AsyncAdmin(AsyncApiKeyCalls, AsyncUsageCalls):
+    """AdminService calls of `AsyncHomaClient` (use `client.admin`); API key calls in admin_keys.py."""
 
     def __init__(self, stub: Callable[[], admin_grpc.AdminServiceAsyncStub], settings: CallSettings) -> None:
         self._get_stub = stub  # the channel is opened lazily, on the loop of the first call
@@ -129,7 +132,7 @@ class AsyncAdmin:
         return await call_async(self._settings, self._stub.GetServerInfo, request, options)
 
 
-class Admin:
+class Admin(ApiKeyCalls, UsageCalls):
     """AdminService calls of `HomaClient` (use `client.admin`); same methods as `AsyncAdmin`."""
 
     def __init__(self, stub: admin_grpc.AdminServiceStub, settings: CallSettings) -> None:

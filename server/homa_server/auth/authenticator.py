@@ -10,6 +10,8 @@ Contract of `Authenticator.authenticate(authorization, scope) -> Principal`:
       the certificate is then not consulted.
     * The value must be `Bearer <token>` (scheme case-insensitive, one space-free token); anything
       else raises `invalid_credentials()`.
+    * A token starting with `homa_sk_` is a Homa API key: verified by auth/api_keys.py when mode
+      `api_key` is configured, else rejected with `invalid_credentials()`.
     * A JWT-shaped token (three dot-separated segments) is validated by the JWT validator whose
       issuer matches its unverified `iss` (only used to choose; the chosen validator checks
       everything), or the only one configured; without a JWT validator it is introspected when
@@ -17,8 +19,10 @@ Contract of `Authenticator.authenticate(authorization, scope) -> Principal`:
     * The Principal must hold `scope`, else `permission_denied()`.
     * Errors are the generic ones of `homa_server.auth.principal`; nothing contains the token.
 
-`build_authenticator(settings)` builds validators once at start-up (OIDC discovery included) and
-owns the HTTP client used for JWKS and introspection; `aclose()` releases it.
+`build_authenticator(settings, database)` builds validators once at start-up (OIDC discovery
+included) and owns the HTTP client used for JWKS and introspection; `aclose()` releases it. Mode
+`api_key` needs the open `database`. Modes `none` + `api_key`: no credential is the anonymous
+Principal, a key is that key's Principal.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Final
 
 import httpx
 
+from homa_server.auth.api_keys import SECRET_PREFIX, ApiKeyVerifier
 from homa_server.auth.introspection import IntrospectionConfig, Introspector, httpx_poster
 from homa_server.auth.jwks import JwksCache, b64url_decode, httpx_fetcher, strict_json_object
 from homa_server.auth.jwt_validator import JwtConfig, JwtValidator
@@ -43,6 +48,8 @@ from homa_server.auth.principal import (
 )
 from homa_server.auth.tenancy import CROSS_TENANT_SCOPE
 from homa_server.settings import AuthSettings
+from homa_server.store.api_keys import ApiKeyRepository
+from homa_server.store.database import Database
 
 log = logging.getLogger("homa.auth")
 
@@ -82,6 +89,7 @@ class Authenticator:
         max_token_bytes: int = 8192,
         client: httpx.AsyncClient | None = None,
         certificates: CertificateIdentities | None = None,
+        api_keys: ApiKeyVerifier | None = None,
     ) -> None:
         self.policy = policy
         self.anonymous: Principal | None = anonymous_principal(policy) if allow_anonymous else None
@@ -91,6 +99,7 @@ class Authenticator:
         self._max_token_bytes = max_token_bytes
         self._client = client
         self.certificates = certificates
+        self.api_keys = api_keys
 
     @property
     def open_to_all(self) -> bool:
@@ -100,6 +109,7 @@ class Authenticator:
             and not self._validators
             and self._introspector is None
             and self.certificates is None
+            and self.api_keys is None
         )
 
     async def authenticate(
@@ -110,13 +120,23 @@ class Authenticator:
         `peer` returns the call's TLS auth context; it is called only in mode `mtls` for a call
         without `authorization`.
         """
+        principal = await self.identify(authorization, peer)
+        self.authorize(principal, scope)
+        return principal
+
+    async def identify(
+        self, authorization: str | None, peer: Callable[[], AuthContext] | None = None
+    ) -> Principal:
+        """Who is calling (no scope check); raises the generic UNAUTHENTICATED errors otherwise."""
         if not authorization:
-            principal = self._without_token(peer)
-        else:
-            principal = await self._validate(authorization)
+            return self._without_token(peer)
+        return await self._validate(authorization)
+
+    @staticmethod
+    def authorize(principal: Principal, scope: str) -> None:
+        """Raise `permission_denied()` unless `principal` holds `scope`."""
         if scope not in principal.scopes:
             raise permission_denied()
-        return principal
 
     def _without_token(self, peer: Callable[[], AuthContext] | None) -> Principal:
         if self.certificates is not None and peer is not None:
@@ -132,6 +152,10 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token or len(token) > self._max_token_bytes:
             raise invalid_credentials()
+        if token.startswith(SECRET_PREFIX):
+            if self.api_keys is None:
+                raise invalid_credentials()
+            return await self.api_keys.verify(token)
         if token.count(".") == 2 and self._validators:
             validator = self._validators.get(_unverified_issuer(token) or "", self._only_validator)
             if validator is None:
@@ -142,22 +166,38 @@ class Authenticator:
         raise invalid_credentials()
 
     async def aclose(self) -> None:
-        """Close the HTTP client used for JWKS and introspection."""
-        if self._client is not None:
-            await self._client.aclose()
+        """Close the HTTP client used for JWKS and introspection; finish API key bookkeeping."""
+        try:
+            if self.api_keys is not None:
+                await self.api_keys.aclose()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
 
 
-async def build_authenticator(settings: AuthSettings) -> Authenticator:
-    """Build every configured method once (OIDC discovery runs here).
+async def build_authenticator(settings: AuthSettings, database: Database | None = None) -> Authenticator:
+    """Build every configured method once (OIDC discovery runs here); mode `api_key` verifies keys
+    stored in `database`.
 
     Raises:
         ValueError: an invalid combination (bad key, short secret, unknown scope override...) or
-            OAuth2 issuer metadata that could not be fetched or used.
+            OAuth2 issuer metadata that could not be fetched or used, or mode `api_key` without
+            a database.
     """
     policy = ScopePolicy(settings.scopes)
     modes = set(settings.mode)
     if modes == {"none"}:
         return Authenticator(policy, allow_anonymous=True)
+    api_keys: ApiKeyVerifier | None = None
+    if "api_key" in modes:
+        if database is None:
+            raise ValueError("auth.mode api_key needs the database (storage)")
+        api_keys = ApiKeyVerifier(
+            ApiKeyRepository(database),
+            cache_ttl_s=settings.api_key.cache_ttl_s,
+            cache_size=settings.api_key.cache_size,
+            last_use_interval_s=settings.api_key.last_use_interval_s,
+        )
     client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
     try:
         validators: dict[str, JwtValidator] = {}
@@ -237,6 +277,7 @@ async def build_authenticator(settings: AuthSettings) -> Authenticator:
             max_token_bytes=max_bytes or 8192,
             client=client,
             certificates=certificates,
+            api_keys=api_keys,
         )
     except BaseException:
         await client.aclose()

@@ -13,7 +13,9 @@ The reason strings are provisional constants until they are added to `homa_serve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Literal
 
 from homa_server.errors import Code, GatewayError, Reason
@@ -74,6 +76,12 @@ def auth_unavailable(retry_after: float | None = None) -> GatewayError:
     )
 
 
+@lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """`*` = any run of characters, `?` = one character, everything else literal."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, as established by one authentication method.
@@ -87,6 +95,8 @@ class Principal:
         client_id: the OAuth2 client id, when the token names one.
         allowed_models: models the caller may use; None means no per-credential restriction.
         expires_at: Unix time after which the credential is no longer valid; None if it never expires.
+        key_limits: the API key's own rate limits and budgets as sorted (name, value) pairs, names as in
+            `RateLimits` / `Budgets` (`requests_per_minute`, `daily_cost_micros`, ...); empty = none.
     """
 
     subject: str
@@ -97,6 +107,7 @@ class Principal:
     client_id: str | None = None
     allowed_models: frozenset[str] | None = None
     expires_at: float | None = None
+    key_limits: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.subject or not self.tenant:
@@ -106,9 +117,23 @@ class Principal:
         """Whether `scope` was granted (exact match, no wildcards)."""
         return scope in self.scopes
 
-    def may_use_model(self, model: str) -> bool:
-        """Whether the credential's model restriction (if any) allows `model`."""
-        return self.allowed_models is None or model in self.allowed_models
+    def may_use_model(self, *names: str) -> bool:
+        """Whether the credential's model restriction (if any) allows the model known by `names`.
+
+        `names` are candidate names of ONE model (as requested, as resolved, `provider/model`); the
+        model is allowed when any of them matches any entry of `allowed_models`. Entries are exact
+        names or case-sensitive fnmatch-style globs (`openai/*`, `*-mini`, `gpt-4?`); `[...]`
+        character classes are not special. No restriction (None) allows everything.
+        """
+        if self.allowed_models is None:
+            return True
+        for pattern in self.allowed_models:
+            if not any(c in pattern for c in "*?"):
+                if pattern in names:
+                    return True
+            elif any(_glob(pattern).fullmatch(name) for name in names if name):
+                return True
+        return False
 
     def __repr__(self) -> str:
         return (

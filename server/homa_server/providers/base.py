@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +109,39 @@ class ModelListingProvider(Provider, Protocol):
 
     async def list_models(self) -> list[str]:
         """Model identifiers as the provider names them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingLimits:
+    """How routing may call an embedding model: at most `max_inputs` inputs per upstream request and
+    at most `max_concurrency` such requests at once for one Embed call."""
+
+    max_inputs: int
+    max_concurrency: int = 4
+
+
+@runtime_checkable
+class EmbeddingProvider(Provider, Protocol):
+    """Embeddings of texts (and images, for multimodal models)."""
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """Batching limits for `model` (no I/O)."""
+        ...
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embed every input of `request` (at most `embedding_limits(ctx.model).max_inputs`).
+
+        Returns one `Embedding` per input with `index` = position in `request.inputs` and the
+        vector in `packed` (little-endian float32; `values` is accepted too), whatever
+        `request.encoding` says: routing applies the requested encoding. Also `model`,
+        `dimensions` and `usage.input_tokens` when the vendor reports them; the gateway fills in
+        `route`. `providers/_embedding_wire.py` builds such responses.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT for inputs the model cannot take (checked before any
+                upstream call); mapped vendor errors otherwise.
+        """
         ...

@@ -16,6 +16,7 @@ from homa_server.providers.base import Provider
 from homa_server.providers.bedrock import BedrockProvider
 from homa_server.providers.cohere import CohereProvider
 from homa_server.providers.gemini import GeminiProvider
+from homa_server.providers.local import LocalProvider
 from homa_server.providers.mock import MockProvider
 from homa_server.providers.ollama import OllamaProvider
 from homa_server.providers.openai import OpenAIProvider
@@ -35,6 +36,7 @@ BUILTIN_KINDS: Mapping[str, ProviderFactory] = {
     "bedrock": BedrockProvider,
     "gemini": GeminiProvider,
     "cohere": CohereProvider,
+    "local": LocalProvider,
 }
 
 

@@ -10,6 +10,7 @@ for the life of the stream. Violations are INVALID_ARGUMENT and end the stream.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.type.v1 import content_pb2, usage_pb2
@@ -115,13 +116,15 @@ class ConverseSession:
         request.CopyFrom(self._base)
         request.messages.extend(self._history)
         assembler = TurnAssembler()
-        async for event in self._dispatcher.stream(request, remaining, request_id):
-            assembler.add(event)
-            kind = event.WhichOneof("event")
-            if kind in _RELAYED:
-                response = chat_pb2.ConverseResponse()
-                getattr(response, kind).CopyFrom(getattr(event, kind))
-                yield response
+        # aclosing: a client cancel closes the turn's stream (and records its usage) at once.
+        async with aclosing(self._dispatcher.stream(request, remaining, request_id)) as events:
+            async for event in events:
+                assembler.add(event)
+                kind = event.WhichOneof("event")
+                if kind in _RELAYED:
+                    response = chat_pb2.ConverseResponse()
+                    getattr(response, kind).CopyFrom(getattr(event, kind))
+                    yield response
         message = assembler.message()
         self._history.append(message)
         self._pending = {call.id for call in assembler.tool_calls}
@@ -159,5 +162,6 @@ async def converse(
     async for item in requests:
         session.accept(item, index)
         index += 1
-        async for response in session.turn(time_remaining(), request_id):
-            yield response
+        async with aclosing(session.turn(time_remaining(), request_id)) as turn:
+            async for response in turn:
+                yield response

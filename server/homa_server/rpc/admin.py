@@ -18,6 +18,7 @@ from homa_server import __version__
 from homa_server.catalog.listing import ModelCatalog
 from homa_server.errors import Code, GatewayError, Reason, invalid_field
 from homa_server.providers.registry import ProviderRegistry
+from homa_server.routing.breaker import BreakerBoard, CircuitState
 from homa_server.settings import Settings
 
 Context = aio.ServicerContext[Any, Any]
@@ -32,7 +33,41 @@ API_VERSIONS = (
     "homa.admin.v1",
     "homa.batch.v1",
 )
-FEATURES = ("chat", "chat.streaming", "chat.converse", "chat.count_tokens", "reflection", "health")
+FEATURES = (
+    "chat",
+    "chat.streaming",
+    "chat.converse",
+    "chat.count_tokens",
+    "chat.conversations",
+    "embeddings",
+    "embeddings.collections",
+    "api_keys",
+    "usage",
+    "audit",
+    "health",
+)
+
+
+def _features(settings: Settings) -> list[str]:
+    """The always-on features plus the configured ones ("cache:redis", "limits:memory", "auth:jwt"...)."""
+    found = list(FEATURES)
+    if settings.server.reflection:
+        found.append("reflection")
+    found += [f"auth:{mode}" for mode in settings.auth.mode]
+    storage = "postgresql" if settings.storage.database_url().startswith("postgresql") else "sqlite"
+    found.append(f"storage:{storage}")
+    if settings.cache.enabled:
+        found.append(f"cache:{settings.cache.backend}")
+    if settings.limits.enabled:
+        found.append(f"limits:{settings.limits.backend}")
+    return found
+
+
+_CIRCUIT = {
+    CircuitState.CLOSED: admin_pb2.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: admin_pb2.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: admin_pb2.CIRCUIT_STATE_HALF_OPEN,
+}
 
 
 def _page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
@@ -58,8 +93,11 @@ def _next_token(start: int, size: int, total: int) -> str:
 class AdminServicer:
     """Implements the catalogue part of homa.admin.v1.AdminService."""
 
-    def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
+    def __init__(
+        self, registry: ProviderRegistry, settings: Settings, breakers: BreakerBoard | None = None
+    ) -> None:
         self._registry = registry
+        self._breakers = breakers
         self._settings = settings
         self._catalog = ModelCatalog(registry)
         self._started = timestamp_pb2.Timestamp()
@@ -119,8 +157,26 @@ class AdminServicer:
                     item.last_error.time.GetCurrentTime()
             else:
                 item.model_count = len(await self._catalog.models_of(name))
+            self._circuit(name, item)
             providers.append(item)
         return admin_pb2.ListProvidersResponse(providers=providers)
+
+    def _circuit(self, name: str, item: admin_pb2.Provider) -> None:
+        """Breaker state of the provider on this replica: the worst of its deployments' circuits
+        (any open -> OPEN, else any half-open -> HALF_OPEN, else CLOSED), and their latest error
+        unless a probe just reported one."""
+        breakers = self._breakers.of_provider(name) if self._breakers is not None else []
+        states = {b.state for b in breakers}
+        item.circuit_state = _CIRCUIT[
+            next((s for s in (CircuitState.OPEN, CircuitState.HALF_OPEN) if s in states), CircuitState.CLOSED)
+        ]
+        errors = [b.last_error for b in breakers if b.last_error is not None]
+        if errors and not item.HasField("last_error"):
+            latest = max(errors, key=lambda e: e.wall_time)
+            item.last_error.reason = latest.reason
+            item.last_error.message = latest.message
+            item.last_error.http_status = latest.http_status
+            item.last_error.time.FromNanoseconds(int(latest.wall_time * 1e9))
 
     async def GetServerInfo(
         self, request: admin_pb2.GetServerInfoRequest, context: Context
@@ -133,5 +189,5 @@ class AdminServicer:
             start_time=self._started,
             instance_id=self._instance,
             enabled_providers=self._registry.names(),
-            features=list(FEATURES),
+            features=_features(self._settings),
         )

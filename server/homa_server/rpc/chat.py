@@ -1,7 +1,10 @@
 """ChatService servicer: gRPC in, transport-neutral dispatch below.
 
-Conversation resources (Create/Get/List/DeleteConversation) are not defined here yet, so they answer
-UNIMPLEMENTED through rpc/registration.py.
+Complete and StreamComplete requests naming a `conversation_id` run through the conversation layer
+(routing/conversation.py: history, context policy, atomic append); without one they go straight to the
+dispatcher. Converse does not take server-side conversations (UNIMPLEMENTED for
+`ConverseStart.conversation_id`). The conversation resources (Create/Get/List/DeleteConversation) are
+served by the other ChatService part, rpc/conversations.py.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Any
 from grpc import aio
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
-from homa_server.errors import Code, GatewayError, invalid_field
+from homa_server.errors import Code, GatewayError, invalid_field, not_implemented
 from homa_server.observability.call_state import current_call
 from homa_server.providers.base import CallContext, TokenCountingProvider
 from homa_server.routing.chat import ChatDispatcher
+from homa_server.routing.conversation import ConversationTurns
 from homa_server.routing.converse import converse
 from homa_server.routing.resolver import ModelResolver
 from homa_server.tokens import count_request_tokens
@@ -29,16 +33,36 @@ def _request_id() -> str:
 
 
 class ChatServicer:
-    """Implements homa.chat.v1.ChatService."""
+    """Implements homa.chat.v1.ChatService (chat part).
 
-    def __init__(self, dispatcher: ChatDispatcher, resolver: ModelResolver) -> None:
+    Args:
+        dispatcher: runs the calls.
+        resolver: model names to providers (CountTokens).
+        conversations: the conversation layer; None (no storage) answers UNIMPLEMENTED for requests
+            naming a conversation.
+    """
+
+    def __init__(
+        self,
+        dispatcher: ChatDispatcher,
+        resolver: ModelResolver,
+        conversations: ConversationTurns | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._resolver = resolver
+        self._conversations = conversations
+
+    def _turns(self) -> ConversationTurns:
+        if self._conversations is None:
+            raise not_implemented("server-side conversations (no storage configured)")
+        return self._conversations
 
     async def Complete(
         self, request: chat_pb2.CompleteRequest, context: Context
     ) -> chat_pb2.CompleteResponse:
-        return await self._dispatcher.complete(request, context.time_remaining(), _request_id())
+        if request.conversation_id:
+            return await self._turns().complete(request, context.time_remaining(), _request_id())
+        return await self._dispatcher.complete(request, context.time_remaining(), _request_id(), cached=True)
 
     # The streaming methods return the dispatcher's generator itself (no relaying layer): the
     # interceptor iterates it and closes it with aclose() on cancel, which closes the upstream.
@@ -48,7 +72,9 @@ class ChatServicer:
     ) -> AsyncGenerator[chat_pb2.StreamCompleteResponse, None]:
         # The two request messages are wire-identical by contract (tests/unit/test_contracts.py).
         same = chat_pb2.CompleteRequest.FromString(request.SerializeToString())
-        return self._dispatcher.stream(same, context.time_remaining(), _request_id())
+        if same.conversation_id:
+            return self._turns().stream(same, context.time_remaining(), _request_id())
+        return self._dispatcher.stream(same, context.time_remaining(), _request_id(), cached=True)
 
     def Converse(
         self, requests: AsyncIterator[chat_pb2.ConverseRequest], context: Context

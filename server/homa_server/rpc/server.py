@@ -17,6 +17,7 @@ from homa_server.rpc.interceptors.gateway import GatewayInterceptor
 from homa_server.rpc.registration import service_handler
 from homa_server.rpc.tls import server_credentials
 from homa_server.settings import ServerSettings
+from homa_server.store.records import Recorder
 
 # (generated module, service name) of every Homa service, in the order they are registered.
 HOMA_SERVICES: tuple[tuple[str, str], ...] = (
@@ -71,7 +72,11 @@ def _options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 
 def build_server(
-    settings: ServerSettings, servicers: Mapping[str, object], authenticator: Authenticator | None = None
+    settings: ServerSettings,
+    servicers: Mapping[str, object],
+    authenticator: Authenticator | None = None,
+    recorder: Recorder | None = None,
+    record_access: bool = True,
 ) -> BuiltServer:
     """Create the server and bind its port.
 
@@ -81,13 +86,16 @@ def build_server(
             answer UNIMPLEMENTED for every RPC.
         authenticator: authenticates and authorises every Homa RPC (health and reflection stay
             open); None only for tests of the bare server.
+        recorder: where the access audit records of Homa RPCs go (None: not audited).
+        record_access: audit every Homa RPC, not only denied calls and failed authentications.
 
     Raises:
         RuntimeError: the port could not be bound.
         SettingsError: `settings.tls` names files that are missing, unreadable or do not match.
     """
     credentials = server_credentials(settings.tls) if settings.tls is not None else None
-    server = aio.server(interceptors=[GatewayInterceptor(authenticator)], options=_options(settings))
+    interceptor = GatewayInterceptor(authenticator, recorder, record_access)
+    server = aio.server(interceptors=[interceptor], options=_options(settings))
     names = []
     for service in service_descriptors():
         server.add_generic_rpc_handlers((service_handler(service, servicers.get(service.name, object())),))

@@ -149,3 +149,40 @@ audit_events = Table(
     Index(None, "time_us"),
     Index(None, "tenant", "time_us"),
 )
+
+# Semantic search (store/vectors.py). A collection's name is unique per tenant; documents hold their
+# vector as packed little-endian float32 bytes (searched exactly with numpy on both engines).
+embedding_collections = Table(
+    "embedding_collections",
+    metadata,
+    Column("collection_id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("embedding_model", String(256), nullable=False),  # "provider/model" as resolved at creation
+    Column("dimension", Integer, nullable=False),
+    # The `dimensions` sent to the provider: NULL when the collection uses the model's native size.
+    Column("dimensions_param", Integer, nullable=True),
+    Column("distance_metric", Integer, nullable=False),  # homa.embedding.v1.DistanceMetric
+    Column("labels", JSON, nullable=False),
+    Column("document_count", BigInteger, nullable=False, default=0),
+    Column("create_time_us", BigInteger, nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+    Index(None, "tenant", "name", unique=True),
+)
+
+embedding_documents = Table(
+    "embedding_documents",
+    metadata,
+    Column(
+        "collection_id",
+        String(64),
+        ForeignKey("embedding_collections.collection_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("document_id", String(256), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+)

@@ -43,7 +43,12 @@ from starlette.routing import BaseRoute, Route
 
 from homa_server.providers.azure_openai import AzureOpenAIProvider
 from homa_server.settings import ProviderSettings
-from tests.providers.azure_spec import spec_for, validate_azure_request, validate_azure_schema
+from tests.providers.azure_spec import (
+    spec_for,
+    validate_azure_embeddings_response,
+    validate_azure_request,
+    validate_azure_schema,
+)
 from tests.providers.fakes._server import (
     ANY_METHOD,
     Disconnect,
@@ -55,6 +60,7 @@ from tests.providers.fakes._server import (
     json_reply,
     read_request,
 )
+from tests.providers.fakes.openai_embeddings import embeddings_reply
 
 __all__ = [
     "AZURE_KEY",
@@ -87,6 +93,7 @@ CREATED = 1727185525
 MODEL = "gpt-4o-2024-08-06"
 FINGERPRINT = "fp_67802d9a6d"
 CHAT_PATH = "/openai/deployments/{deployment}/chat/completions"
+EMBEDDINGS_PATH = "/openai/deployments/{deployment}/embeddings"
 # Deployments that exist on the fake resource (others answer 404 DeploymentNotFound).
 DEPLOYMENTS = {"gpt-4o", "gpt-4o-mini", "o3-mini", "prod-gpt4o"}
 USAGE = {
@@ -465,6 +472,7 @@ class FakeAzure(FakeServer[Reply, AzureRequest]):
     def routes(self) -> list[BaseRoute]:
         return [
             Route(CHAT_PATH, self._chat, methods=["POST"]),
+            Route(EMBEDDINGS_PATH, self._chat, methods=["POST"]),
             Route("/{path:path}", self._unknown, methods=ANY_METHOD),
         ]
 
@@ -501,6 +509,8 @@ class FakeAzure(FakeServer[Reply, AzureRequest]):
         if denied is not None:
             return _Sender(self, path, api_version, denied)
         reply = self._next_reply()
+        if reply is None and path.endswith("/embeddings"):
+            reply = embeddings_reply(record.body)
         if reply is None:
             reply = self._default(record.deployment, record.body)
         return _Sender(self, path, api_version, reply)
@@ -535,11 +545,13 @@ class FakeAzure(FakeServer[Reply, AzureRequest]):
 
     # -- used by _Sender --------------------------------------------------------------------
 
-    def check_reply(self, api_version: str, reply: Reply) -> list[str]:
+    def check_reply(self, api_version: str, reply: Reply, path: str = "") -> list[str]:
         """Problems of `reply` against the spec of `api_version` (see the module docstring)."""
         if not reply.validate:
             return []
         spec = spec_for(api_version)
+        if path.endswith("/embeddings") and reply.frames is None and reply.status < 400:
+            return validate_azure_embeddings_response(spec, orjson.loads(reply.body))
         if reply.frames is None:
             schema = "errorResponse" if reply.status >= 400 else "createChatCompletionResponse"
             return validate_azure_schema(spec, schema, orjson.loads(reply.body))
@@ -588,7 +600,7 @@ class _Sender(ReplySender):
         super().__init__(fake, path, reply)
         self._fake: FakeAzure = fake
         if check:
-            fake._add_response_errors(path, fake.check_reply(api_version, reply))
+            fake._add_response_errors(path, fake.check_reply(api_version, reply, path))
 
     def default_headers(self) -> dict[str, str]:
         return {

@@ -55,6 +55,11 @@ from tests.providers.bedrock_spec import (
     verify_sigv4,
 )
 from tests.providers.fakes._server import Disconnect, FakeServer, Reply, ReplySender, json_reply, read_request
+from tests.providers.fakes.bedrock_embeddings import (
+    invoke_reply,
+    validate_invoke_body,
+    validate_invoke_output,
+)
 
 __all__ = [
     "ACCESS_KEY",
@@ -102,6 +107,7 @@ _RUNTIME_ACTIONS = {
     "converse": "Converse",
     "converse-stream": "ConverseStream",
     "count-tokens": "CountTokens",
+    "invoke": "InvokeModel",
 }
 _CONTROL_PATHS = {
     "/foundation-models": "ListFoundationModels",
@@ -458,6 +464,8 @@ class FakeBedrock(FakeServer[Reply, RecordedRequest]):
             problems = [] if content_type == "application/json" else [f"Content-Type is {content_type!r}"]
             if query:
                 problems.append(f"unexpected query string {query!r}")
+            if action == "invoke":  # an opaque body in the service model: check the model's own format
+                return problems + validate_invoke_body(model_id, body)
             return problems + validate_request(action, model_id, body)
         return validate_control_query(operation, query)
 
@@ -468,6 +476,8 @@ class FakeBedrock(FakeServer[Reply, RecordedRequest]):
             return _inference_profiles(dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair))
         if action == "count-tokens":
             return json_reply({"inputTokens": max(1, len(orjson.dumps(body)) // 4)})
+        if action == "invoke" and model_id not in MODEL_BEHAVIOURS:
+            return invoke_reply(model_id, body)
         behaviour = MODEL_BEHAVIOURS.get(model_id)
         if behaviour is not None:
             return behaviour(action)
@@ -487,6 +497,8 @@ class FakeBedrock(FakeServer[Reply, RecordedRequest]):
             problems = validate_error(service, operation, error_type, orjson.loads(reply.body))
         elif reply.frames is not None:
             problems = _check_frames(reply.frames)
+        elif operation == "InvokeModel":
+            problems = validate_invoke_output(orjson.loads(reply.body), reply.headers)
         else:
             problems = validate_output(service, operation, orjson.loads(reply.body))
         self._add_response_errors(operation, problems)

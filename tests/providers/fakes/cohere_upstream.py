@@ -63,6 +63,7 @@ from tests.providers.fakes._server import (
     json_reply,
     read_request,
 )
+from tests.providers.fakes.embedding_vectors import cohere_embed_payload
 
 __all__ = [
     "COHERE_TEST_KEY",
@@ -116,6 +117,7 @@ MODELS = [
 _NO_KEY = "no api key supplied"
 _CHAT = "/v2/chat"
 _MODELS = "/v1/models"
+_EMBED = "/v2/embed"
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +376,7 @@ class FakeCohere(FakeServer[Reply, RecordedRequest]):
         return [
             Route(_CHAT, self._cohere, methods=["POST"]),
             Route(_MODELS, self._cohere, methods=["GET"]),
+            Route(_EMBED, self._cohere, methods=["POST"]),
             Route("/{path:path}", self._unknown, methods=ANY_METHOD),
         ]
 
@@ -414,6 +417,8 @@ class FakeCohere(FakeServer[Reply, RecordedRequest]):
             return json_reply(self._models_page(query))
         model = body.get("model") if isinstance(body, dict) else None
         behaviour = MODEL_BEHAVIOURS.get(model) if isinstance(model, str) else None
+        if path == _EMBED and behaviour is None:
+            return json_reply(cohere_embed_payload(body))
         return behaviour(body) if behaviour is not None else _default_chat(body)
 
     def _models_page(self, query: dict[str, str]) -> dict[str, Any]:
@@ -455,7 +460,7 @@ class FakeCohere(FakeServer[Reply, RecordedRequest]):
         elif reply.status >= 400:
             problems = validate_cohere_error(path, method, reply.status, orjson.loads(reply.body))
         else:
-            schema = "ChatResponseV2" if path == _CHAT else "ListModelsResponse"
+            schema = {_CHAT: "ChatResponseV2", _EMBED: "EmbedByTypeResponse"}.get(path, "ListModelsResponse")
             problems = validate_cohere_schema(schema, orjson.loads(reply.body))
         self._add_response_errors(path, problems)
 

@@ -54,8 +54,10 @@ from tests.providers.fakes._server import (
     checked,
     read_request,
 )
+from tests.providers.fakes.embedding_vectors import gemini_batch_embed_payload
 from tests.providers.gemini_spec import (
     EXAMPLES,
+    validate_batch_embed_request,
     validate_count_tokens_request,
     validate_error_body,
     validate_generate_content_request,
@@ -107,7 +109,7 @@ _GOOGLE_HEADERS = {
 }
 _JSON_TYPE = "application/json; charset=UTF-8"
 _FREE_TIER_METRIC = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
-_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "batchEmbedContents")
 _NO_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). "
     "Please use API Key or other form of API consumer identity to call this API."
@@ -507,6 +509,8 @@ class FakeGemini(FakeServer[Reply, RecordedRequest]):
             problems.append("streamGenerateContent must be called with alt=sse")
         if method == "countTokens":
             problems.extend(validate_count_tokens_request(record.raw))
+        elif method == "batchEmbedContents":
+            problems.extend(validate_batch_embed_request(record.raw))
         else:
             problems.extend(validate_generate_content_request(record.raw))
         return problems
@@ -518,6 +522,8 @@ class FakeGemini(FakeServer[Reply, RecordedRequest]):
                 {"totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}]}
             )
         behaviour = MODEL_BEHAVIOURS.get(record.model)
+        if method == "batchEmbedContents" and behaviour is None:
+            return json_reply(gemini_batch_embed_payload(record.body))
         if behaviour is not None:
             reply = behaviour(record.body)
             if method == "generateContent" and reply.frames is not None:
@@ -595,9 +601,11 @@ class FakeGemini(FakeServer[Reply, RecordedRequest]):
         elif reply.status >= 400:
             problems = validate_error_body(orjson.loads(reply.body))
         else:
-            schema = {"countTokens": "CountTokensResponse", "list": "ListModelsResponse"}.get(
-                method, "GenerateContentResponse"
-            )
+            schema = {
+                "countTokens": "CountTokensResponse",
+                "list": "ListModelsResponse",
+                "batchEmbedContents": "BatchEmbedContentsResponse",
+            }.get(method, "GenerateContentResponse")
             problems = validate_response(schema, orjson.loads(reply.body))
         self._add_response_errors(path, problems)
 

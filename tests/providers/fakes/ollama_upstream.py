@@ -50,6 +50,7 @@ from tests.providers.fakes._server import (
     checked,
     read_request,
 )
+from tests.providers.fakes.embedding_vectors import ollama_embed_payload
 from tests.providers.ollama_spec import (
     OLLAMA_SPEC,
     ollama_api,
@@ -325,6 +326,7 @@ class FakeOllama(FakeServer[Reply, RecordedRequest]):
         return [
             Route("/api/chat", self._api, methods=["POST"]),
             Route("/api/tags", self._api, methods=["GET"]),
+            Route("/api/embed", self._api, methods=["POST"]),
             Route("/{path:path}", self._unknown, methods=ANY_METHOD),
         ]
 
@@ -360,6 +362,8 @@ class FakeOllama(FakeServer[Reply, RecordedRequest]):
             return json_reply({"models": [_model_summary(name) for name in models]})
         model = body.get("model") if isinstance(body, dict) else None
         behaviour = MODEL_BEHAVIOURS.get(model) if isinstance(model, str) else None
+        if path == "/api/embed" and behaviour is None:
+            return json_reply(ollama_embed_payload(body))
         return behaviour(body) if behaviour is not None else _chat_default(body)
 
     async def _unknown(self, request: Request) -> Response:
@@ -390,7 +394,11 @@ class FakeOllama(FakeServer[Reply, RecordedRequest]):
         elif reply.status >= 400:
             problems = validate_ollama_schema("ErrorResponse", orjson.loads(reply.body))
         else:
-            schema = {"/api/chat": "ChatResponse", "/api/tags": "ListResponse"}[path]
+            schema = {
+                "/api/chat": "ChatResponse",
+                "/api/tags": "ListResponse",
+                "/api/embed": "EmbedResponse",
+            }[path]
             problems = validate_ollama_schema(schema, orjson.loads(reply.body))
         self._add_response_errors(path, problems)
 

@@ -47,6 +47,7 @@ from tests.providers.fakes._server import (
     json_reply,
     read_request,
 )
+from tests.providers.fakes.openai_embeddings import embeddings_reply, spec_view
 from tests.providers.spec_validation import OPENAI_SPEC, validate_openai_request, validate_openai_schema
 
 __all__ = [
@@ -97,7 +98,7 @@ _NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
-_OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses/input_tokens", "/v1/models")
+_OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses/input_tokens", "/v1/models", "/v1/embeddings")
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,6 +354,7 @@ class FakeOpenAI(FakeServer[Reply, RecordedRequest]):
             Route("/v1/chat/completions", self._openai, methods=["POST"]),
             Route("/v1/responses/input_tokens", self._openai, methods=["POST"]),
             Route("/v1/models", self._openai, methods=["GET"]),
+            Route("/v1/embeddings", self._openai, methods=["POST"]),
             Route("/__fake__/requests", self._control_requests, methods=["GET"]),
             Route("/__fake__/enqueue", self._control_enqueue, methods=["POST"]),
             Route("/__fake__/reset", self._control_reset, methods=["POST"]),
@@ -400,6 +402,8 @@ class FakeOpenAI(FakeServer[Reply, RecordedRequest]):
             return json_reply({"object": "response.input_tokens", "input_tokens": count})
         model = body.get("model") if isinstance(body, dict) else None
         behaviour = MODEL_BEHAVIOURS.get(model) if isinstance(model, str) else None
+        if path.endswith("/embeddings") and behaviour is None:
+            return embeddings_reply(body)
         return behaviour(body) if behaviour is not None else _default_chat(body)
 
     async def _unknown(self, request: Request) -> Response:
@@ -459,8 +463,9 @@ class FakeOpenAI(FakeServer[Reply, RecordedRequest]):
                 "/v1/chat/completions": "CreateChatCompletionResponse",
                 "/v1/responses/input_tokens": "TokenCountsResource",
                 "/v1/models": "ListModelsResponse",
+                "/v1/embeddings": "CreateEmbeddingResponse",
             }[path]
-            problems = validate_openai_schema(schema, orjson.loads(reply.body))
+            problems = validate_openai_schema(schema, spec_view(orjson.loads(reply.body)))
         self._add_response_errors(path, problems)
 
     def _next_request_id(self) -> str:

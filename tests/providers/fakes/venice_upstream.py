@@ -50,6 +50,7 @@ from tests.providers.fakes._server import (
     json_reply,
     read_request,
 )
+from tests.providers.fakes.openai_embeddings import embeddings_payload
 from tests.providers.venice_spec import (
     BASE_PATH,
     is_security_problem,
@@ -94,7 +95,8 @@ USAGE = {
 COST = {"diem": 0, "usd": 0.00042}
 _CHAT_PATH = f"{BASE_PATH}/chat/completions"
 _MODELS_PATH = f"{BASE_PATH}/models"
-_VENICE_PATHS = (_CHAT_PATH, _MODELS_PATH)
+_EMBEDDINGS_PATH = f"{BASE_PATH}/embeddings"
+_VENICE_PATHS = (_CHAT_PATH, _MODELS_PATH, _EMBEDDINGS_PATH)
 _ERROR_SCHEMAS = {
     400: "DetailedError",
     413: "PayloadTooLargeError",
@@ -296,6 +298,7 @@ class FakeVenice(FakeServer[Reply, RecordedRequest]):
         return [
             Route(_CHAT_PATH, self._venice, methods=["POST"]),
             Route(_MODELS_PATH, self._venice, methods=["GET"]),
+            Route(_EMBEDDINGS_PATH, self._venice, methods=["POST"]),
             Route("/{path:path}", self._unknown, methods=ANY_METHOD),
         ]
 
@@ -334,6 +337,8 @@ class FakeVenice(FakeServer[Reply, RecordedRequest]):
     def _default(self, path: str, body: Any) -> Reply:
         if path == _MODELS_PATH:
             return json_reply(model_list(["zai-org-glm-5-1", "qwen3-4b", "venice-uncensored"]))
+        if path == _EMBEDDINGS_PATH:
+            return json_reply(embeddings_payload(body, default_dims=1024))
         stream = isinstance(body, dict) and body.get("stream") is True
         return text_stream() if stream else json_reply(completion())
 
@@ -359,7 +364,9 @@ class FakeVenice(FakeServer[Reply, RecordedRequest]):
                 schema = _ERROR_SCHEMAS.get(reply.status, "StandardError")
             problems = validate_venice_schema(schema, payload)
         else:
-            schema = "ModelList" if path == _MODELS_PATH else "ChatCompletion"
+            schema = {_MODELS_PATH: "ModelList", _EMBEDDINGS_PATH: "EmbeddingList"}.get(
+                path, "ChatCompletion"
+            )
             problems = validate_venice_schema(schema, orjson.loads(reply.body))
         self._add_response_errors(path, problems)
 

@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -40,9 +41,11 @@ from homa_server.providers.azure_openai.api_versions import surface_for
 from homa_server.providers.azure_openai.chat_request import AzureChatBuilder
 from homa_server.providers.azure_openai.chat_response import parse_azure_completion
 from homa_server.providers.azure_openai.chat_stream import DONE, AzureChatStreamDecoder
+from homa_server.providers.azure_openai.embeddings import LIMITS as EMBED_LIMITS
+from homa_server.providers.azure_openai.embeddings import build_azure_embeddings_body, parse_embeddings
 from homa_server.providers.azure_openai.error_mapping import Origin, error_from_response
 from homa_server.providers.azure_openai.options import parse_options
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.settings import ProviderSettings
 
 __all__ = ["AzureOpenAIProvider"]
@@ -57,8 +60,8 @@ _MAX_CACHED_URLS = 1024
 class AzureOpenAIProvider(HTTPProvider):
     """Adapter for the Azure OpenAI data plane (kind "azure_openai").
 
-    Implements `ChatProvider` and `ModelListingProvider` (not `TokenCountingProvider`: Azure has no
-    counting endpoint).
+    Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (embeddings.py); not
+    `TokenCountingProvider`: Azure has no counting endpoint.
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -177,6 +180,25 @@ class AzureOpenAIProvider(HTTPProvider):
                 for event in decoder.feed(sse.data):
                     yield event
             raise upstream_interrupted(self._name, "the connection closed before [DONE]")
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """2048 inputs per call."""
+        return EMBED_LIMITS
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings of the deployment serving `ctx.model`. See `EmbeddingProvider.embed`."""
+        body = orjson.dumps(build_azure_embeddings_body(request))
+        deployment = self._deployments.get(ctx.model, ctx.model)
+        path = f"/deployments/{quote(deployment, safe='')}/embeddings"
+        url = httpx.URL(f"{self._base}{path}?{self._query}")
+        response = await post_within_deadline(
+            self._client, self._name, url, ctx, self._timeouts, content=body, headers=_JSON_HEADERS
+        )
+        if response.status_code >= 300:
+            raise _http_error(Origin(self._name, ctx.model, deployment), response)
+        return parse_embeddings(self._name, parse_json(self._name, response.content), len(request.inputs))
 
     def _chat_target(self, model: str) -> tuple[httpx.URL, Origin]:
         """The chat URL and error origin for homa model `model` (computed once per model)."""

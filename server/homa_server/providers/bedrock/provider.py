@@ -23,6 +23,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, invalid_field, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -34,11 +35,12 @@ from homa_server.providers._http import (
     upstream_timeout,
 )
 from homa_server.providers._streaming import open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.bedrock.auth import SigV4Auth, resolve_credentials
 from homa_server.providers.bedrock.chat_request import build_converse_body, build_count_tokens_body
 from homa_server.providers.bedrock.chat_response import parse_converse
 from homa_server.providers.bedrock.chat_stream import ConverseStreamDecoder
+from homa_server.providers.bedrock.embeddings import build_invoke_body, limits_for, parse_invoke_response
 from homa_server.providers.bedrock.error_mapping import error_from_response, protocol_error
 from homa_server.providers.bedrock.eventstream import Frame, FrameReader
 from homa_server.providers.bedrock.options import resolve_options
@@ -61,12 +63,14 @@ class _ModelUrls:
     converse: httpx.URL
     stream: httpx.URL
     count_tokens: httpx.URL
+    invoke: httpx.URL
 
 
 class BedrockProvider(HTTPProvider):
     """Adapter for Amazon Bedrock Runtime's Converse API.
 
-    Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and
+    `EmbeddingProvider` (InvokeModel with Titan and Cohere embedding bodies, see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -193,6 +197,19 @@ class BedrockProvider(HTTPProvider):
             raise protocol_error(self._name, "the token count response has no integer inputTokens")
         return chat_pb2.CountTokensResponse(input_tokens=tokens, exact=True, method="provider")
 
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """Titan: one input per call, 8 at once; Cohere: 96 texts per call."""
+        return limits_for(model)
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via InvokeModel. See `EmbeddingProvider.embed` and embeddings.py."""
+        body = orjson.dumps(build_invoke_body(request, ctx.model))
+        response = await self._post(self._model_urls(ctx.model).invoke, body, ctx)
+        payload = parse_json(self._name, response.content)
+        return parse_invoke_response(self._name, ctx.model, payload, response.headers, len(request.inputs))
+
     async def list_models(self) -> list[str]:
         """Text-output foundation model ids (ListFoundationModels `byOutputModality=TEXT`), then,
         unless `options.list_inference_profiles` is false, the ids of the system-defined
@@ -252,6 +269,7 @@ class BedrockProvider(HTTPProvider):
             httpx.URL(f"{base}/converse"),
             httpx.URL(f"{base}/converse-stream"),
             httpx.URL(f"{base}/count-tokens"),
+            httpx.URL(f"{base}/invoke"),
         )
         if len(self._urls) < _URL_CACHE_SIZE:
             self._urls[model] = urls

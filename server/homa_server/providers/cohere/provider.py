@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -34,10 +35,12 @@ from homa_server.providers._http import (
 )
 from homa_server.providers._sse import SSEEvent, SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.cohere.chat_request import build_chat_body
 from homa_server.providers.cohere.chat_response import parse_chat_response
 from homa_server.providers.cohere.chat_stream import CohereStreamDecoder
+from homa_server.providers.cohere.embeddings import LIMITS as EMBED_LIMITS
+from homa_server.providers.cohere.embeddings import build_embed_body, parse_embed_response
 from homa_server.providers.cohere.error_mapping import CohereErrors
 from homa_server.providers.cohere.options import parse_options
 from homa_server.settings import ProviderSettings
@@ -57,7 +60,8 @@ _MAX_MODEL_PAGES = 100
 class CohereProvider(HTTPProvider):
     """Adapter for Cohere's v2 Chat API.
 
-    Implements `ChatProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (`POST /v2/embed`,
+    see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -82,6 +86,7 @@ class CohereProvider(HTTPProvider):
         base = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._chat_url = httpx.URL(f"{base}/v2/chat")
         self._models_url = httpx.URL(f"{base}/v1/models")
+        self._embed_url = httpx.URL(f"{base}/v2/embed")
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json", "Authorization": f"Bearer {key}"}
         if options.client_name:
             headers["X-Client-Name"] = options.client_name
@@ -160,6 +165,32 @@ class CohereProvider(HTTPProvider):
             if decoder.failure is not None:
                 raise decoder.failure
             await stream.drain()
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """96 inputs per call (Cohere's limit)."""
+        return EMBED_LIMITS
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via `POST /v2/embed`. See `EmbeddingProvider.embed` and embeddings.py."""
+        body = orjson.dumps(build_embed_body(request, ctx.model))
+        response = await post_within_deadline(
+            self._client,
+            self._name,
+            self._embed_url,
+            ctx,
+            self._timeouts,
+            content=body,
+            headers=_JSON_HEADERS,
+        )
+        if response.status_code >= 300:
+            raise self._http_error(response, ctx.model)
+        parsed = parse_embed_response(
+            self._name, parse_json(self._name, response.content), len(request.inputs)
+        )
+        parsed.model = ctx.model
+        return parsed
 
     async def list_models(self) -> list[str]:
         """Names of the chat models from `GET /v1/models?endpoint=chat`, following every page.

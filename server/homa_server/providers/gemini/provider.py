@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -38,10 +39,12 @@ from homa_server.providers._http import (
 )
 from homa_server.providers._sse import SSEEvent, SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.gemini.chat_request import build_chat_body, build_count_body, model_path
 from homa_server.providers.gemini.chat_response import parse_response
 from homa_server.providers.gemini.chat_stream import GeminiStreamDecoder
+from homa_server.providers.gemini.embeddings import LIMITS as EMBED_LIMITS
+from homa_server.providers.gemini.embeddings import build_batch_embed_body, parse_batch_embed_response
 from homa_server.providers.gemini.error_mapping import error_from_response, protocol_error
 from homa_server.providers.gemini.options import parse_options
 from homa_server.providers.gemini.validation import validate_model
@@ -67,12 +70,14 @@ class _ModelURLs:
     generate: httpx.URL
     stream: httpx.URL
     count: httpx.URL
+    embed: httpx.URL
 
 
 class GeminiProvider(HTTPProvider):
     """Adapter for the Gemini API.
 
-    Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and
+    `EmbeddingProvider` (`batchEmbedContents`, see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -183,6 +188,19 @@ class GeminiProvider(HTTPProvider):
             raise protocol_error(self._name, "the token count response has no integer totalTokens")
         return chat_pb2.CountTokensResponse(input_tokens=tokens, exact=True, method="provider")
 
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """100 inputs per batch (the API's limit)."""
+        return EMBED_LIMITS
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via `batchEmbedContents`. See `EmbeddingProvider.embed` and embeddings.py."""
+        urls = self._model_urls(ctx.model)
+        body = orjson.dumps(build_batch_embed_body(request, ctx.model))
+        payload = await self._post_json(urls.embed, body, ctx)
+        return parse_batch_embed_response(self._name, payload, len(request.inputs), ctx.model)
+
     async def list_models(self) -> list[str]:
         """Model ids from `GET models`, every page, without the "models/" prefix, in Google's order."""
         models: list[str] = []
@@ -219,6 +237,7 @@ class GeminiProvider(HTTPProvider):
                 generate=httpx.URL(f"{prefix}:generateContent"),
                 stream=httpx.URL(f"{prefix}:streamGenerateContent", params=_SSE_PARAMS),
                 count=httpx.URL(f"{prefix}:countTokens"),
+                embed=httpx.URL(f"{prefix}:batchEmbedContents"),
             )
             if len(self._urls) < _MAX_CACHED_MODELS:
                 self._urls[model] = urls

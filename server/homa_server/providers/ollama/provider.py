@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -36,10 +37,12 @@ from homa_server.providers._http import (
 )
 from homa_server.providers._ndjson import NDJSONLineTooLong, NDJSONTruncated, aiter_ndjson
 from homa_server.providers._streaming import open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.ollama.chat_request import RequestDefaults, build_chat_body
 from homa_server.providers.ollama.chat_response import parse_chat_response
 from homa_server.providers.ollama.chat_stream import ChatStreamDecoder
+from homa_server.providers.ollama.embeddings import LIMITS as EMBED_LIMITS
+from homa_server.providers.ollama.embeddings import build_embed_body, parse_embed_response
 from homa_server.providers.ollama.error_mapping import ErrorMapper
 from homa_server.providers.ollama.options import parse_options
 from homa_server.settings import ProviderSettings
@@ -56,7 +59,8 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 class OllamaProvider(HTTPProvider):
     """Adapter for the Ollama API (local servers and Ollama Cloud).
 
-    Implements `ChatProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (`POST /api/embed`,
+    see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -75,6 +79,7 @@ class OllamaProvider(HTTPProvider):
         base = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._chat_url = httpx.URL(f"{base}/api/chat")
         self._tags_url = httpx.URL(f"{base}/api/tags")
+        self._embed_url = httpx.URL(f"{base}/api/embed")
         key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
         if key:
@@ -158,6 +163,31 @@ class OllamaProvider(HTTPProvider):
                 raise upstream_interrupted(self._name, "the connection closed before the done:true line")
         except NDJSONLineTooLong:
             raise self._errors.protocol_error("a stream line exceeded the size limit") from None
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """256 inputs per request, 2 requests at once (see embeddings.py)."""
+        return EMBED_LIMITS
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via `POST /api/embed`. See `EmbeddingProvider.embed` and embeddings.py."""
+        body = orjson.dumps(build_embed_body(request, ctx.model, self._defaults.keep_alive))
+        response = await post_within_deadline(
+            self._client,
+            self._name,
+            self._embed_url,
+            ctx,
+            self._timeouts,
+            content=body,
+            headers=_request_headers(ctx),
+        )
+        if response.status_code >= 300:
+            raise self._http_error(response, ctx.model)
+        payload = parse_json(self._name, response.content)
+        if isinstance(payload, dict) and payload.get("error") is not None:
+            raise self._errors.from_line(ctx.model, payload["error"])
+        return parse_embed_response(self._name, payload, len(request.inputs))
 
     async def list_models(self) -> list[str]:
         """Model names from `GET /api/tags` (every local model; Ollama does not page this list)."""

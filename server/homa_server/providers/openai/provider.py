@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._http import (
     HTTPProvider,
@@ -32,10 +33,11 @@ from homa_server.providers._http import (
 )
 from homa_server.providers._sse import SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.openai.chat_request import build_chat_body
 from homa_server.providers.openai.chat_response import parse_completion
 from homa_server.providers.openai.chat_stream import DONE, ChatStreamDecoder
+from homa_server.providers.openai.embeddings import build_embeddings_body, embedding_limits, parse_embeddings
 from homa_server.providers.openai.error_mapping import error_from_response, protocol_error
 from homa_server.providers.openai.responses_input import build_input_tokens_body
 from homa_server.settings import ProviderSettings
@@ -51,13 +53,15 @@ _USER_AGENT = "homa-gateway"
 class OpenAIProvider(HTTPProvider):
     """Adapter for the OpenAI API and OpenAI-compatible servers.
 
-    Implements `ChatProvider`, `TokenCountingProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and
+    `EmbeddingProvider` (`POST /embeddings`, see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
         settings: `base_url` (default https://api.openai.com/v1), `api_key` (optional),
             `organization`, `project`, extra `headers` (they override the defaults), pool limits
-            and timeouts.
+            and timeouts; `options.embedding_batch_size` / `options.embedding_concurrency` cap
+            inputs per embeddings request (default 2048) and requests in flight per call (4).
     """
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
@@ -67,6 +71,9 @@ class OpenAIProvider(HTTPProvider):
         self._chat_url = httpx.URL(f"{base}/chat/completions")
         self._input_tokens_url = httpx.URL(f"{base}/responses/input_tokens")
         self._models_url = httpx.URL(f"{base}/models")
+        self._embeddings_url = httpx.URL(f"{base}/embeddings")
+        self._embed_base64 = settings.kind == "openai"
+        self._embedding_limits = embedding_limits(settings.options)
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
         if settings.api_key is not None and settings.api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -155,6 +162,18 @@ class OpenAIProvider(HTTPProvider):
         if not isinstance(tokens, int):
             raise protocol_error(self._name, "the token count response has no integer input_tokens")
         return chat_pb2.CountTokensResponse(input_tokens=tokens, exact=True, method="provider")
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """At most 2048 inputs per request (OpenAI's limit), or `options.embedding_batch_size`."""
+        return self._embedding_limits
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via `POST /embeddings`. See `EmbeddingProvider.embed` and embeddings.py."""
+        body = orjson.dumps(build_embeddings_body(request, ctx.model, base64=self._embed_base64))
+        payload = await self._post_json(self._embeddings_url, body, ctx)
+        return parse_embeddings(self._name, payload, len(request.inputs))
 
     async def list_models(self) -> list[str]:
         """Model ids from `GET /models`, in the order the provider lists them."""

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
+from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
 from homa_server.errors import GatewayError, upstream_interrupted
 from homa_server.providers._errors import protocol_error
 from homa_server.providers._http import (
@@ -37,10 +38,12 @@ from homa_server.providers._http import (
 )
 from homa_server.providers._sse import SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
-from homa_server.providers.base import CallContext
+from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.venice.chat_request import VeniceBody, build_venice_body
 from homa_server.providers.venice.chat_response import parse_venice_completion
 from homa_server.providers.venice.chat_stream import DONE, VeniceStreamDecoder
+from homa_server.providers.venice.embeddings import LIMITS as EMBED_LIMITS
+from homa_server.providers.venice.embeddings import build_venice_embeddings_body, parse_embeddings
 from homa_server.providers.venice.error_mapping import error_from_response
 from homa_server.providers.venice.options import parse_options
 from homa_server.settings import ProviderSettings
@@ -61,7 +64,8 @@ _DEPRECATION = "x-venice-model-deprecation-warning"
 class VeniceProvider(HTTPProvider):
     """Adapter for the Venice AI API (kind "venice").
 
-    Implements `ChatProvider` and `ModelListingProvider`.
+    Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (`POST /embeddings`,
+    see embeddings.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -91,6 +95,7 @@ class VeniceProvider(HTTPProvider):
         base = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._chat_url = httpx.URL(f"{base}/chat/completions")
         self._models_url = httpx.URL(f"{base}/models")
+        self._embeddings_url = httpx.URL(f"{base}/embeddings")
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json", "Authorization": f"Bearer {key}"}
         headers.update(settings.headers)
         self._timeouts = TimeoutPolicy(settings)
@@ -176,6 +181,27 @@ class VeniceProvider(HTTPProvider):
                 for event in decoder.feed(sse.data):
                     yield event
             raise upstream_interrupted(self._name, "the connection closed before [DONE]")
+
+    def embedding_limits(self, model: str) -> EmbeddingLimits:
+        """2048 inputs per call (Venice's limit)."""
+        return EMBED_LIMITS
+
+    async def embed(
+        self, request: embedding_pb2.EmbedRequest, ctx: CallContext
+    ) -> embedding_pb2.EmbedResponse:
+        """Embeddings via `POST /embeddings` (OpenAI format). See `EmbeddingProvider.embed`."""
+        body = orjson.dumps(build_venice_embeddings_body(request, ctx.model))
+        response = await post_within_deadline(
+            self._client,
+            self._name,
+            self._embeddings_url,
+            ctx,
+            self._timeouts,
+            content=body,
+            headers=_JSON_HEADERS,
+        )
+        self._check_response(response, ctx.model)
+        return parse_embeddings(self._name, parse_json(self._name, response.content), len(request.inputs))
 
     async def list_models(self) -> list[str]:
         """Text model ids from `GET /models?type=text`, in Venice's order.

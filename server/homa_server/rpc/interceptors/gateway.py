@@ -15,12 +15,15 @@ out), so that the four concerns cost a single wrapper per call:
   credential and carry no Principal;
 - timing: `homa-overhead-ms` trailing metadata = wall time minus time spent waiting on providers;
 - error backstop: a `GatewayError` becomes its status with details (rpc/status.py); any other
-  exception becomes INTERNAL with reason INTERNAL and is logged with its stack, never leaked.
+  exception becomes INTERNAL with reason INTERNAL and is logged with its stack, never leaked;
+- access audit: with a recorder, each Homa RPC yields one audit record when it ends
+  (rpc/interceptors/access_audit.py), built only then and appended without blocking.
 Cancellation (`asyncio.CancelledError`) is always re-raised untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,7 +36,9 @@ from homa_server.auth.principal import Principal
 from homa_server.errors import Code, GatewayError, Reason
 from homa_server.observability.call_state import CallState, current_call
 from homa_server.rpc import status
+from homa_server.rpc.interceptors.access_audit import CANCELLED, AccessAuditor
 from homa_server.rpc.interceptors.request_id import OUTBOUND_KEY, request_id_from
+from homa_server.store.records import Recorder
 
 log = logging.getLogger("homa.rpc")
 
@@ -53,7 +58,9 @@ class _Guard:
         self.authenticator = authenticator
         self.scope = scope
 
-    async def check(self, metadata: Any, context: aio.ServicerContext[Any, Any]) -> Principal:
+    async def check(self, metadata: Any, context: aio.ServicerContext[Any, Any], state: CallState) -> None:
+        """Identify the caller, publish it in `state` (so that a denial is audited with its actor),
+        then check the method's scope."""
         authorization: str | None = None
         for key, value in metadata or ():
             if key == AUTHORIZATION_KEY:
@@ -62,7 +69,8 @@ class _Guard:
                     break
                 authorization = value
         # The TLS auth context is read only when mode mtls needs it (a call without a token).
-        return await self.authenticator.authenticate(authorization, self.scope, context.auth_context)
+        state.principal = await self.authenticator.identify(authorization, context.auth_context)
+        self.authenticator.authorize(state.principal, self.scope)
 
 
 def _internal(exc: BaseException) -> GatewayError:
@@ -74,7 +82,7 @@ def _internal(exc: BaseException) -> GatewayError:
 class _Call:
     """Start/finish logic shared by the four wrappers."""
 
-    __slots__ = ("context", "state", "streaming")
+    __slots__ = ("auditor", "context", "metadata", "state", "streaming")
 
     def __init__(
         self,
@@ -83,9 +91,13 @@ class _Call:
         context: aio.ServicerContext[Any, Any],
         streaming: bool,
         principal: Principal | None,
+        *,
+        auditor: AccessAuditor | None = None,
     ) -> None:
         self.context = context
         self.streaming = streaming
+        self.metadata = metadata
+        self.auditor = auditor
         self.state = CallState(request_id=request_id_from(metadata), method=method, principal=principal)
         # Each RPC runs in its own task (its own context copy), so the variable is never reset:
         # a stream closed from another task could not reset it anyway.
@@ -102,8 +114,18 @@ class _Call:
             pairs.append((OUTBOUND_KEY, self.state.request_id))
         return pairs
 
+    def audit(self, error: GatewayError | None) -> None:
+        """Record the end of the call (a no-op without an auditor); never raises."""
+        if self.auditor is not None:
+            try:
+                authenticating = self.state.principal is None
+                self.auditor.finished(self.state, error, authenticating, self.metadata, self.context.peer())
+            except Exception:
+                log.exception("access audit failed", extra={"request_id": self.state.request_id})
+
     def succeed(self) -> None:
         self.context.set_trailing_metadata(tuple(self._trailers()))
+        self.audit(None)
 
     async def fail(self, exc: Exception) -> None:
         if isinstance(exc, GatewayError):
@@ -121,24 +143,33 @@ class _Call:
             log.exception(
                 "unhandled error", extra={"method": self.state.method, "request_id": self.state.request_id}
             )
+        self.audit(error)
         trailers = (*status.trailing_metadata(error, self.state.request_id), *self._trailers())
         await self.context.abort(status.grpc_code(error), error.message, trailers)
 
 
 def _wrap_unary_unary(
-    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+    method: str,
+    behavior: Behavior,
+    guard: _Guard | None,
+    principal: Principal | None,
+    auditor: AccessAuditor | None = None,
 ) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         metadata = context.invocation_metadata()
-        call = _Call(method, metadata, context, False, principal)
+        call = _Call(method, metadata, context, False, principal, auditor=auditor)
         try:
             if guard is not None:
-                call.state.principal = await guard.check(metadata, context)
+                await guard.check(metadata, context, call.state)
             response = await behavior(request, context)
             call.succeed()
             return response
+        except asyncio.CancelledError:
+            call.audit(CANCELLED)
+            raise
         except Exception as exc:
             if isinstance(exc, aio.AbortError):
+                call.audit(_internal(exc))
                 raise
             await call.fail(exc)
 
@@ -146,20 +177,28 @@ def _wrap_unary_unary(
 
 
 def _wrap_stream_unary(
-    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+    method: str,
+    behavior: Behavior,
+    guard: _Guard | None,
+    principal: Principal | None,
+    auditor: AccessAuditor | None = None,
 ) -> Behavior:
-    return _wrap_unary_unary(method, behavior, guard, principal)
+    return _wrap_unary_unary(method, behavior, guard, principal, auditor)
 
 
 def _wrap_unary_stream(
-    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+    method: str,
+    behavior: Behavior,
+    guard: _Guard | None,
+    principal: Principal | None,
+    auditor: AccessAuditor | None = None,
 ) -> Behavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         metadata = context.invocation_metadata()
-        call = _Call(method, metadata, context, True, principal)
+        call = _Call(method, metadata, context, True, principal, auditor=auditor)
         try:
             if guard is not None:
-                call.state.principal = await guard.check(metadata, context)
+                await guard.check(metadata, context, call.state)
             await call.start()
             stream = behavior(request, context)
             if hasattr(stream, "__aiter__"):
@@ -172,8 +211,12 @@ def _wrap_unary_stream(
                 # A handler written with context.write() (e.g. grpc's own health Watch) is a coroutine.
                 await stream
             call.succeed()
+        except asyncio.CancelledError:
+            call.audit(CANCELLED)
+            raise
         except Exception as exc:
             if isinstance(exc, aio.AbortError):
+                call.audit(_internal(exc))
                 raise
             await call.fail(exc)
 
@@ -181,9 +224,13 @@ def _wrap_unary_stream(
 
 
 def _wrap_stream_stream(
-    method: str, behavior: Behavior, guard: _Guard | None, principal: Principal | None
+    method: str,
+    behavior: Behavior,
+    guard: _Guard | None,
+    principal: Principal | None,
+    auditor: AccessAuditor | None = None,
 ) -> Behavior:
-    return _wrap_unary_stream(method, behavior, guard, principal)
+    return _wrap_unary_stream(method, behavior, guard, principal, auditor)
 
 
 if TYPE_CHECKING:
@@ -198,11 +245,25 @@ class GatewayInterceptor(_Interceptor):
     Args:
         authenticator: the configured methods; None leaves every call without a Principal (tests of
             the interceptor alone).
+        recorder: where access audit records go; None records nothing.
+        record_access: record every Homa RPC (else only denied calls and failed authentications).
     """
 
-    def __init__(self, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        recorder: Recorder | None = None,
+        record_access: bool = True,
+    ) -> None:
         self._cache: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._authenticator = authenticator
+        self._auditor = AccessAuditor(recorder, record_access) if recorder is not None else None
+
+    def _auditor_for(self, method: str) -> AccessAuditor | None:
+        auth = self._authenticator
+        if auth is not None and auth.policy.is_open(method):
+            return None
+        return self._auditor
 
     def _guard(self, method: str) -> tuple[_Guard | None, Principal | None]:
         auth = self._authenticator
@@ -224,7 +285,7 @@ class GatewayInterceptor(_Interceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        wrapped = _wrap(method, handler, *self._guard(method))
+        wrapped = _wrap(method, handler, *self._guard(method), self._auditor_for(method))
         self._cache[method] = wrapped
         return wrapped
 
@@ -234,28 +295,29 @@ def _wrap(
     handler: grpc.RpcMethodHandler[Any, Any],
     guard: _Guard | None,
     principal: Principal | None,
+    auditor: AccessAuditor | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_unary(method, handler.unary_unary, guard, principal),
+            _wrap_unary_unary(method, handler.unary_unary, guard, principal, auditor),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_unary_stream(method, handler.unary_stream, guard, principal),
+            _wrap_unary_stream(method, handler.unary_stream, guard, principal, auditor),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_stream_unary(method, handler.stream_unary, guard, principal),
+            _wrap_stream_unary(method, handler.stream_unary, guard, principal, auditor),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_stream(method, handler.stream_stream, guard, principal),
+        _wrap_stream_stream(method, handler.stream_stream, guard, principal, auditor),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
