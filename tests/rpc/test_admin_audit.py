@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,11 +17,10 @@ from homa.admin.v1 import admin_service_pb2_grpc as admin_grpc
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa.type.v1 import content_pb2
-from homa_server.app import Gateway, start, stop
-from homa_server.rpc.server import BuiltServer
+from homa_server.app import Gateway
 from homa_server.store.tables import audit_events
-from tests.conftest import RunningServer, make_settings, status_details
-from tests.unit.auth import AUDIENCE, HMAC_SECRET, ISSUER, hs_signer, make_token
+from tests.conftest import RunningServer, status_details
+from tests.jwt_gateway import jwt_gateway, token
 
 CANARY = "garbage-token-canary-77f0"
 API_KEY = "homa_sk_abcd" + "Z" * 40
@@ -34,9 +32,7 @@ def _chat(model: str = "mock/echo") -> chat_pb2.CompleteRequest:
 
 
 def _token(scope: str, tenant: str = "acme", sub: str = "user-1") -> str:
-    now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "tenant": tenant, "exp": now + 300, "iat": now}
-    return make_token({"alg": "HS256", "typ": "JWT"}, {**claims, "scope": scope}, hs_signer(HMAC_SECRET))
+    return token(scope, tenant, sub)
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -51,29 +47,10 @@ async def _events(gateway: Gateway) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in rows]
 
 
-class JwtServer:
-    def __init__(self, gateway: Gateway, built: BuiltServer, channel: aio.Channel) -> None:
-        self.gateway, self.built, self.channel = gateway, built, channel
-
-
 @pytest.fixture
-async def jwt_server() -> AsyncIterator[JwtServer]:
-    settings = make_settings(
-        **{
-            "auth.mode": ["jwt"],
-            "auth.jwt.issuer": ISSUER,
-            "auth.jwt.audiences": [AUDIENCE],
-            "auth.jwt.algorithms": ["HS256"],
-            "auth.jwt.shared_secret": HMAC_SECRET.decode(),
-        }
-    )
-    gateway, built = await start(settings)
-    channel = aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
-        yield JwtServer(gateway, built, channel)
-    finally:
-        await channel.close()
-        await stop(gateway, built, 0)
+async def jwt_server() -> AsyncIterator[RunningServer]:
+    async with jwt_gateway() as running:
+        yield running
 
 
 async def test_every_rpc_is_audited_with_its_outcome(server: RunningServer) -> None:
@@ -99,7 +76,7 @@ async def test_every_rpc_is_audited_with_its_outcome(server: RunningServer) -> N
     assert bad["reason"] == "UPSTREAM_UNAVAILABLE"
 
 
-async def test_failed_authentication_never_records_the_token(jwt_server: JwtServer) -> None:
+async def test_failed_authentication_never_records_the_token(jwt_server: RunningServer) -> None:
     chat = chat_grpc.ChatServiceStub(jwt_server.channel)
     for metadata in (_bearer(CANARY), (), _bearer(API_KEY)):
         with pytest.raises(aio.AioRpcError) as denied:
@@ -128,7 +105,7 @@ async def test_failed_authentication_never_records_the_token(jwt_server: JwtServ
     assert "ZZZZ" not in stored
 
 
-async def test_list_audit_events_is_tenant_scoped(jwt_server: JwtServer) -> None:
+async def test_list_audit_events_is_tenant_scoped(jwt_server: RunningServer) -> None:
     chat = chat_grpc.ChatServiceStub(jwt_server.channel)
     admin = admin_grpc.AdminServiceStub(jwt_server.channel)
     await chat.Complete(_chat(), metadata=_bearer(_token("chat:write", "acme")))

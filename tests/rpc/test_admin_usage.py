@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import io
 import json
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +23,8 @@ from homa_server.app import start, stop
 from homa_server.store.records import UsageRecord
 from homa_server.store.usage import insert_usage
 from tests.conftest import RunningServer, make_settings, status_details
-from tests.unit.auth import AUDIENCE, HMAC_SECRET, ISSUER, hs_signer, make_token
+from tests.jwt_gateway import bearer as admin_bearer
+from tests.jwt_gateway import jwt_gateway
 
 G = admin_pb2
 MEASURES = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
@@ -299,35 +299,12 @@ async def test_large_export_is_chunked(server: RunningServer) -> None:
 
 @pytest.fixture
 async def jwt_admin(db_url: str) -> AsyncIterator[RunningServer]:
-    settings = make_settings(
-        **{
-            "storage.url": db_url,
-            "auth.mode": ["jwt"],
-            "auth.jwt.issuer": ISSUER,
-            "auth.jwt.audiences": [AUDIENCE],
-            "auth.jwt.algorithms": ["HS256"],
-            "auth.jwt.shared_secret": HMAC_SECRET.decode(),
-        }
-    )
-    gateway, built = await start(settings)
-    channel = aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
-        yield RunningServer(gateway, built, channel)
-    finally:
-        await channel.close()
-        await stop(gateway, built, 0)
+    async with jwt_gateway(**{"storage.url": db_url}) as running:
+        yield running
 
 
 def bearer(subject: str, tenant: str) -> tuple[tuple[str, str]]:
-    now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "tenant": tenant, "exp": now + 300, "iat": now,
-              "scope": "admin:read"}  # fmt: skip
-    return (
-        (
-            "authorization",
-            f"Bearer {make_token({'alg': 'HS256', 'typ': 'JWT'}, claims, hs_signer(HMAC_SECRET))}",
-        ),
-    )
+    return admin_bearer("admin:read", tenant, subject)
 
 
 async def test_a_tenant_sees_only_its_own_usage(jwt_admin: RunningServer) -> None:

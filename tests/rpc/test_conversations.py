@@ -14,9 +14,8 @@ from grpc import aio
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa.type.v1 import content_pb2
-from homa_server.app import start, stop
-from tests.conftest import RunningServer, make_settings, status_details
-from tests.unit.auth import AUDIENCE, HMAC_SECRET, ISSUER, hs_signer, make_token
+from tests.conftest import RunningServer, status_details
+from tests.jwt_gateway import bearer, jwt_gateway
 
 
 def _text(role: content_pb2.Role.ValueType, text: str) -> content_pb2.Message:
@@ -285,37 +284,12 @@ async def test_client_cancel_stores_the_partial_reply(stub: chat_grpc.ChatServic
 
 @pytest.fixture
 async def jwt_server() -> AsyncIterator[RunningServer]:
-    settings = make_settings(
-        **{
-            "auth.mode": ["jwt"],
-            "auth.jwt.issuer": ISSUER,
-            "auth.jwt.audiences": [AUDIENCE],
-            "auth.jwt.algorithms": ["HS256"],
-            "auth.jwt.shared_secret": HMAC_SECRET.decode(),
-        }
-    )
-    gateway, built = await start(settings)
-    channel = aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
-        yield RunningServer(gateway, built, channel)
-    finally:
-        await channel.close()
-        await stop(gateway, built, 0)
+    async with jwt_gateway() as running:
+        yield running
 
 
 def _bearer(subject: str, tenant: str) -> tuple[tuple[str, str]]:
-    now = int(time.time())
-    claims = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": subject,
-        "tenant": tenant,
-        "exp": now + 300,
-        "iat": now,
-        "scope": "chat:read chat:write",
-    }
-    token = make_token({"alg": "HS256", "typ": "JWT"}, claims, hs_signer(HMAC_SECRET))
-    return (("authorization", f"Bearer {token}"),)
+    return bearer("chat:read chat:write", tenant, subject)
 
 
 async def test_other_tenant_sees_not_found(jwt_server: RunningServer) -> None:

@@ -112,7 +112,8 @@ async def test_admin_lists_models_providers_and_server_info(server: RunningServe
     info = await stub.GetServerInfo(admin_pb2.GetServerInfoRequest())
     assert "homa.chat.v1" in info.api_versions
     assert info.enabled_providers == ["mock", "local"]
-    assert {"auth:none", "storage:sqlite", "cache:memory", "limits:memory", "reflection"} <= set(info.features)
+    wanted = {"auth:none", "storage:sqlite", "cache:memory", "limits:memory", "reflection"}
+    assert wanted <= set(info.features)
     with pytest.raises(aio.AioRpcError) as bad:
         await stub.ListModels(admin_pb2.ListModelsRequest(page_token="not-a-token!"))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

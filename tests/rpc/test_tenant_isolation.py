@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -20,55 +19,21 @@ from homa.admin.v1 import admin_service_pb2_grpc as admin_grpc
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa.type.v1 import content_pb2
-from homa_server.app import Gateway, start, stop
 from homa_server.auth.policy import ScopePolicy
-from homa_server.rpc.server import BuiltServer
-from tests.conftest import make_settings, status_details
-from tests.unit.auth import AUDIENCE, HMAC_SECRET, ISSUER, hs_signer, make_token
+from tests.conftest import RunningServer, status_details
+from tests.jwt_gateway import bearer, jwt_gateway
 
 ALL_SCOPES = " ".join(sorted(ScopePolicy().all_scopes))
 
 
-def _token(tenant: str, sub: str) -> tuple[tuple[str, str], ...]:
-    now = int(time.time())
-    claims = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": sub,
-        "tenant": tenant,
-        "exp": now + 300,
-        "iat": now,
-        "scope": ALL_SCOPES,
-    }
-    token = make_token({"alg": "HS256", "typ": "JWT"}, claims, hs_signer(HMAC_SECRET))
-    return (("authorization", f"Bearer {token}"),)
-
-
-@dataclass
-class Served:
-    gateway: Gateway
-    built: BuiltServer
-    channel: aio.Channel
+def _token(tenant: str, sub: str) -> tuple[tuple[str, str]]:
+    return bearer(ALL_SCOPES, tenant, sub)
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    settings = make_settings(
-        **{
-            "auth.mode": ["jwt", "api_key"],
-            "auth.jwt.issuer": ISSUER,
-            "auth.jwt.audiences": [AUDIENCE],
-            "auth.jwt.algorithms": ["HS256"],
-            "auth.jwt.shared_secret": HMAC_SECRET.decode(),
-        }
-    )
-    gateway, built = await start(settings)
-    channel = aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
-        yield Served(gateway, built, channel)
-    finally:
-        await channel.close()
-        await stop(gateway, built, 0)
+async def served() -> AsyncIterator[RunningServer]:
+    async with jwt_gateway(**{"auth.mode": ["jwt", "api_key"]}) as running:
+        yield running
 
 
 ACME = _token("acme", "alice")
@@ -88,7 +53,7 @@ async def _expect(call: object, code: grpc.StatusCode, reason: str) -> None:
     assert status_details(caught.value)["ErrorInfo"].reason == reason
 
 
-async def test_another_tenants_resources_are_invisible(served: Served) -> None:
+async def test_another_tenants_resources_are_invisible(served: RunningServer) -> None:
     admin = admin_grpc.AdminServiceStub(served.channel)
     chat = chat_grpc.ChatServiceStub(served.channel)
 
@@ -207,7 +172,7 @@ async def test_another_tenants_resources_are_invisible(served: Served) -> None:
     assert {event.tenant for event in acme_events.audit_events} == {"acme"}
 
 
-async def test_an_api_key_is_confined_to_its_tenant(served: Served) -> None:
+async def test_an_api_key_is_confined_to_its_tenant(served: RunningServer) -> None:
     admin = admin_grpc.AdminServiceStub(served.channel)
     chat = chat_grpc.ChatServiceStub(served.channel)
     acme_conversation = (
