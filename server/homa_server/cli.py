@@ -9,8 +9,6 @@ and exit with status 1 (130 when interrupted).
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +28,7 @@ from homa_server.commands.common import (
     Timeout,
     Tls,
     open_client,
+    print_list,
     to_json,
 )
 from homa_server.commands.keys import keys_app
@@ -186,14 +185,6 @@ def _model_row(model: admin_pb2.Model) -> list[str]:
     ]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
-
-
 @app.command()
 def models(
     *,
@@ -210,19 +201,14 @@ def models(
     """List the models the gateway can route to."""
     with open_client(target, api_key, tls, timeout) as client:
         found = client.admin.list_models(provider, include_deprecated=include_deprecated)
-    if output is ListFormat.JSON:
-        typer.echo(to_json(admin_pb2.ListModelsResponse(models=found)))
-    elif output is ListFormat.CSV:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(_MODEL_COLUMNS)
-        writer.writerows(_model_row(model) for model in found)
-        typer.echo(buffer.getvalue(), nl=False)
-    elif found:
-        header = ["MODEL", "PROVIDER", "PROVIDER MODEL", "CONTEXT", "MAX OUTPUT", "CAPABILITIES"]
-        typer.echo(_table(header, [_model_row(model) for model in found]))
-    else:
-        typer.echo("no models", err=True)
+    print_list(
+        output,
+        as_json=lambda: to_json(admin_pb2.ListModelsResponse(models=found)),
+        csv_header=_MODEL_COLUMNS,
+        table_header=["MODEL", "PROVIDER", "PROVIDER MODEL", "CONTEXT", "MAX OUTPUT", "CAPABILITIES"],
+        rows=[_model_row(model) for model in found],
+        empty="no models",
+    )
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import csv
+import io
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, NoReturn
@@ -70,3 +72,37 @@ def open_client(target: str, api_key: str | None, tls: bool, timeout: float) -> 
 
 def to_json(message: Message, *, compact: bool = False) -> str:
     return json_format.MessageToJson(message, indent=None if compact else 2, ensure_ascii=False)
+
+
+def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """`header` and `rows` as left-aligned columns separated by two spaces."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def print_list(
+    output: ListFormat,
+    *,
+    as_json: Callable[[], str],
+    csv_header: Sequence[str],
+    table_header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    empty: str,
+) -> None:
+    """Print a list command's result: JSON (`as_json()`), CSV (`csv_header` + rows) or an aligned
+    table (`table_header` + rows; `empty` on stderr when there is nothing)."""
+    if output is ListFormat.JSON:
+        typer.echo(as_json())
+    elif output is ListFormat.CSV:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(csv_header)
+        writer.writerows(rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    elif rows:
+        typer.echo(aligned_table(table_header, rows))
+    else:
+        typer.echo(empty, err=True)

@@ -8,8 +8,6 @@ actor "cli"). `create` prints the secret once: it cannot be shown again.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from homa_server.commands.common import (
     Timeout,
     Tls,
     open_client,
+    print_list,
     to_json,
 )
 from homa_server.errors import GatewayError
@@ -95,14 +94,6 @@ def _row(key: admin_pb2.ApiKey) -> list[str]:
         _time(key.create_time, key.HasField("create_time")),
         _time(key.expire_time, key.HasField("expire_time")),
     ]
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(_HEADER, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [_HEADER, *rows]
-    )
 
 
 def _local() -> Callable[..., Any]:
@@ -208,18 +199,14 @@ def list_keys(
     else:
         with open_client(target, api_key, tls, timeout) as client:
             found = client.admin.list_api_keys(filter_text)
-    if output is ListFormat.JSON:
-        typer.echo(to_json(admin_pb2.ListApiKeysResponse(api_keys=found)))
-    elif output is ListFormat.CSV:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(_HEADER)
-        writer.writerows(_row(key) for key in found)
-        typer.echo(buffer.getvalue(), nl=False)
-    elif found:
-        typer.echo(_table([_row(key) for key in found]))
-    else:
-        typer.echo("no API keys", err=True)
+    print_list(
+        output,
+        as_json=lambda: to_json(admin_pb2.ListApiKeysResponse(api_keys=found)),
+        csv_header=_HEADER,
+        table_header=_HEADER,
+        rows=[_row(key) for key in found],
+        empty="no API keys",
+    )
 
 
 @keys_app.command()

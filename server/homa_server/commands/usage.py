@@ -20,7 +20,7 @@ import typer
 from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa_client import DEFAULT_TARGET
 from homa_client.admin_usage import UsageFilter
-from homa_server.commands.common import ApiKey, Target, Timeout, Tls, open_client
+from homa_server.commands.common import ApiKey, Target, Timeout, Tls, aligned_table, open_client
 
 usage_app = typer.Typer(help="Show usage and cost.", invoke_without_command=True)
 
@@ -107,10 +107,7 @@ def render_table(response: admin_pb2.GetUsageResponse, by: list[Dimension], zone
             + [str(getattr(totals, f)) for _, f in _MEASURES]
             + [_cost(totals.cost_micros)]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+    return aligned_table(header, lines[1:])
 
 
 @usage_app.callback()
