@@ -34,10 +34,12 @@ from homa_server.rpc.admin_audit import AuditAdmin
 from homa_server.rpc.admin_cache import CacheAdmin
 from homa_server.rpc.admin_keys import ApiKeyAdmin
 from homa_server.rpc.admin_usage import UsageAdmin
+from homa_server.rpc.audio import AudioServicer
 from homa_server.rpc.chat import ChatServicer
 from homa_server.rpc.collections import CollectionServicer
 from homa_server.rpc.conversations import ConversationServicer
 from homa_server.rpc.embedding import EmbeddingServicer
+from homa_server.rpc.image import ImageServicer
 from homa_server.rpc.server import BuiltServer, build_server
 from homa_server.security.crypto import Keyring
 from homa_server.security.keyring_config import load_keyring
@@ -145,6 +147,8 @@ class Gateway:
                 ConversationServicer(self),
             ],
             "EmbeddingService": [EmbeddingServicer(self), CollectionServicer(self)],
+            "ImageService": [ImageServicer(self)],
+            "AudioService": [AudioServicer(self)],
             "AdminService": [
                 AdminServicer(self.registry, self.settings, self.dispatcher.router.breakers),
                 ApiKeyAdmin(self),

@@ -120,7 +120,7 @@ def test_error_details_reach_grpcurl(served: str) -> None:
 
 
 def test_unimplemented_rpc_names_itself(served: str) -> None:
-    result = grpcurl("-plaintext", "-d", '{"prompt": "a cat"}', served, "homa.image.v1.ImageService/Generate")
+    result = grpcurl("-plaintext", "-d", '{"items": []}', served, "homa.batch.v1.BatchService/CreateBatch")
     assert result.returncode != 0
     assert "Unimplemented" in result.stderr
-    assert "homa.image.v1.ImageService/Generate" in result.stderr
+    assert "homa.batch.v1.BatchService/CreateBatch" in result.stderr

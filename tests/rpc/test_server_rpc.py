@@ -15,6 +15,8 @@ from homa.admin.v1 import admin_service_pb2 as admin_pb2
 from homa.admin.v1 import admin_service_pb2_grpc as admin_grpc
 from homa.audio.v1 import audio_service_pb2 as audio_pb2
 from homa.audio.v1 import audio_service_pb2_grpc as audio_grpc
+from homa.batch.v1 import batch_service_pb2 as batch_pb2
+from homa.batch.v1 import batch_service_pb2_grpc as batch_grpc
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.chat.v1 import chat_service_pb2_grpc as chat_grpc
 from homa.image.v1 import image_service_pb2 as image_pb2
@@ -36,15 +38,27 @@ def _assert_unimplemented(error: aio.AioRpcError, rpc: str) -> None:
     assert status_details(error)["ErrorInfo"].reason == "NOT_IMPLEMENTED"
 
 
-async def test_unimplemented_unary_rpc_names_itself(server: RunningServer) -> None:
+@pytest.fixture
+async def bare() -> AsyncIterator[aio.Channel]:
+    """A server with no servicer at all: every RPC must answer UNIMPLEMENTED with its own kind."""
+    built = build_server(make_settings().server, {})
+    await built.server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            yield channel
+    finally:
+        await built.server.stop(0)
+
+
+async def test_unimplemented_unary_rpc_names_itself(bare: aio.Channel) -> None:
     with pytest.raises(aio.AioRpcError) as info:
-        await image_grpc.ImageServiceStub(server.channel).Generate(image_pb2.GenerateRequest(prompt="a cat"))
+        await image_grpc.ImageServiceStub(bare).Generate(image_pb2.GenerateRequest(prompt="a cat"))
     _assert_unimplemented(info.value, "homa.image.v1.ImageService/Generate")
 
 
-async def test_unimplemented_server_stream_rpc_names_itself(server: RunningServer) -> None:
+async def test_unimplemented_server_stream_rpc_names_itself(bare: aio.Channel) -> None:
     with pytest.raises(aio.AioRpcError) as info:
-        async for _ in audio_grpc.AudioServiceStub(server.channel).Synthesize(audio_pb2.SynthesizeRequest()):
+        async for _ in audio_grpc.AudioServiceStub(bare).Synthesize(audio_pb2.SynthesizeRequest()):
             pass
     _assert_unimplemented(info.value, "homa.audio.v1.AudioService/Synthesize")
 
@@ -53,25 +67,37 @@ async def test_unimplemented_server_stream_rpc_names_itself(server: RunningServe
 # writing into a call the server has already closed can race in gRPC core (seen as INTERNAL).
 
 
-async def test_unimplemented_client_stream_rpc_names_itself(server: RunningServer) -> None:
+async def test_unimplemented_client_stream_rpc_names_itself(bare: aio.Channel) -> None:
     async def chunks() -> AsyncIterator[audio_pb2.TranscribeRequest]:
         return
         yield  # pragma: no cover - makes this an async generator
 
     with pytest.raises(aio.AioRpcError) as info:
-        await audio_grpc.AudioServiceStub(server.channel).Transcribe(chunks())
+        await audio_grpc.AudioServiceStub(bare).Transcribe(chunks())
     _assert_unimplemented(info.value, "homa.audio.v1.AudioService/Transcribe")
 
 
-async def test_unimplemented_bidi_rpc_names_itself(server: RunningServer) -> None:
+async def test_unimplemented_bidi_rpc_names_itself(bare: aio.Channel) -> None:
     async def chunks() -> AsyncIterator[audio_pb2.StreamTranscribeRequest]:
         return
         yield  # pragma: no cover - makes this an async generator
 
     with pytest.raises(aio.AioRpcError) as info:
-        async for _ in audio_grpc.AudioServiceStub(server.channel).StreamTranscribe(chunks()):
+        async for _ in audio_grpc.AudioServiceStub(bare).StreamTranscribe(chunks()):
             pass
     _assert_unimplemented(info.value, "homa.audio.v1.AudioService/StreamTranscribe")
+
+
+async def test_rpcs_still_unimplemented_in_the_gateway_name_themselves(server: RunningServer) -> None:
+    with pytest.raises(aio.AioRpcError) as info:
+        await batch_grpc.BatchServiceStub(server.channel).CreateBatch(batch_pb2.CreateBatchRequest())
+    _assert_unimplemented(info.value, "homa.batch.v1.BatchService/CreateBatch")
+    with pytest.raises(aio.AioRpcError) as info:
+        async for _ in admin_grpc.AdminServiceStub(server.channel).StreamEvents(
+            admin_pb2.StreamEventsRequest()
+        ):
+            pass
+    _assert_unimplemented(info.value, "homa.admin.v1.AdminService/StreamEvents")
 
 
 async def test_health_reports_serving_per_service(server: RunningServer) -> None:

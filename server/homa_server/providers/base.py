@@ -12,12 +12,16 @@ deadline), the generator is closed and the adapter must close its upstream HTTP 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from homa.audio.v1 import audio_service_pb2 as audio_pb2
 from homa.chat.v1 import chat_service_pb2 as chat_pb2
 from homa.embedding.v1 import embedding_service_pb2 as embedding_pb2
+from homa.image.v1 import image_service_pb2 as image_pb2
+from homa.type.v1 import content_pb2
+from homa_server.media.images import UploadLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,4 +148,111 @@ class EmbeddingProvider(Provider, Protocol):
             GatewayError: INVALID_ARGUMENT for inputs the model cannot take (checked before any
                 upstream call); mapped vendor errors otherwise.
         """
+        ...
+
+
+@runtime_checkable
+class TranscriptionProvider(Provider, Protocol):
+    """Speech-to-text and speech translation of a whole recorded file."""
+
+    async def transcribe(
+        self, config: audio_pb2.TranscriptionConfig, audio: bytes, ctx: CallContext
+    ) -> audio_pb2.TranscribeResponse:
+        """Transcribe `audio` (the whole file, of type `config.mime_type`) with `ctx.model`.
+
+        Returns text, language, duration and, when `config.timestamp_granularities` asks for them,
+        segments and words; the gateway fills in `route`. `config` was validated by the gateway.
+
+        Raises:
+            GatewayError: mapped vendor errors; FAILED_PRECONDITION for a model that cannot transcribe.
+        """
+        ...
+
+    async def translate(
+        self, config: audio_pb2.TranslationConfig, audio: bytes, ctx: CallContext
+    ) -> audio_pb2.TranslateResponse:
+        """Translate the speech in `audio` into English text; otherwise like `transcribe`."""
+        ...
+
+
+@runtime_checkable
+class StreamingTranscriptionProvider(Provider, Protocol):
+    """Native live transcription. Providers without it are served by windowed `transcribe` calls."""
+
+    def stream_transcribe(
+        self,
+        config: audio_pb2.StreamTranscriptionConfig,
+        audio: AsyncIterator[bytes],
+        ctx: CallContext,
+    ) -> AsyncGenerator[audio_pb2.StreamTranscribeResponse, None]:
+        """Consume `audio` chunks until it ends and yield `result`, `speech_activity` and `usage`
+        events while audio still arrives. The gateway adds `route` and the `finish` event.
+        Closing the generator must close the upstream session at once."""
+        ...
+
+
+@runtime_checkable
+class SpeechProvider(Provider, Protocol):
+    """Text-to-speech."""
+
+    def synthesize(
+        self, request: audio_pb2.SynthesizeRequest, ctx: CallContext
+    ) -> AsyncGenerator[audio_pb2.AudioChunk, None]:
+        """Stream synthesised audio of `request` (validated by the gateway) as chunks with `data`
+        and `mime_type` set (any size; the gateway re-chunks to at most 1 MiB and numbers them).
+
+        Closing the generator must close the upstream response at once.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT for a voice or format the model does not offer; mapped
+                vendor errors otherwise.
+        """
+        ...
+
+    async def list_voices(self) -> list[audio_pb2.Voice]:
+        """Every voice this provider offers, with `provider` set to the instance name."""
+        ...
+
+
+@runtime_checkable
+class ImageProvider(Provider, Protocol):
+    """Image generation, editing and variations (routing/image.py calls these).
+
+    Every result is returned as a `GenerateResponse` (the Edit and Variation responses have the same
+    fields); images carry their bytes inline, never a URL. Input images arrive inline: routing has
+    fetched URLs (SSRF guard) and applied payload optimisation within `image_upload_limits`.
+    """
+
+    def image_upload_limits(self, model: str) -> UploadLimits:
+        """Longest side, bytes and formats `model` accepts for uploaded images (no I/O)."""
+        ...
+
+    async def generate_images(
+        self, request: image_pb2.GenerateRequest, ctx: CallContext
+    ) -> image_pb2.GenerateResponse:
+        """Generate images from `request.prompt`. Raises GatewayError (mapped vendor errors)."""
+        ...
+
+    def stream_generate_images(
+        self, request: image_pb2.StreamGenerateRequest, ctx: CallContext
+    ) -> AsyncGenerator[image_pb2.StreamGenerateResponse, None]:
+        """Stream `progress`, `partial_image`, `image` and cumulative `usage` events; the gateway adds
+        `route` and `finish`. An upstream that ends before every image raises
+        UPSTREAM_STREAM_INTERRUPTED."""
+        ...
+
+    async def edit_images(
+        self,
+        request: image_pb2.EditRequest,
+        images: list[content_pb2.InlineData],
+        mask: content_pb2.InlineData | None,
+        ctx: CallContext,
+    ) -> image_pb2.GenerateResponse:
+        """Edit `images` (already inline) with `request.prompt` and the optional `mask`."""
+        ...
+
+    async def create_image_variation(
+        self, request: image_pb2.CreateVariationRequest, image: content_pb2.InlineData, ctx: CallContext
+    ) -> image_pb2.GenerateResponse:
+        """Variations of `image` (already inline)."""
         ...

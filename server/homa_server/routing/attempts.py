@@ -36,6 +36,7 @@ from homa_server.errors import GatewayError, Reason, upstream_interrupted
 from homa_server.observability.call_state import add_upstream_time
 from homa_server.providers.base import CallContext, ChatProvider
 from homa_server.providers.registry import ProviderRegistry
+from homa_server.routing import documents
 from homa_server.routing.admission import Admission, Slot
 from homa_server.routing.balancer import Balancer
 from homa_server.routing.breaker import BreakerBoard, CircuitBreaker, Permit
@@ -137,7 +138,8 @@ class Router:
             scope = asyncio.timeout(ctx.remaining())
             try:
                 async with scope:
-                    return await provider.complete_chat(request, ctx)
+                    prepared = await documents.for_provider(request, provider.kind)
+                    return await provider.complete_chat(prepared, ctx)
             except TimeoutError:
                 if scope.expired():
                     raise deadline_error() from None
@@ -161,7 +163,7 @@ class Router:
         """
 
         async def call(provider: ChatProvider, ctx: CallContext, attempt: Attempt) -> _Opened:
-            events = provider.stream_chat(request, ctx)
+            events = provider.stream_chat(await documents.for_provider(request, provider.kind), ctx)
             remaining = ctx.remaining()
             first_token = plan.budget.first_token_s
             by_first_token = first_token is not None and (remaining is None or first_token < remaining)

@@ -38,12 +38,14 @@ from homa_server.providers._http import (
 from homa_server.providers._sse import SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.azure_openai.api_versions import surface_for
+from homa_server.providers.azure_openai.audio import AzureAudio
 from homa_server.providers.azure_openai.chat_request import AzureChatBuilder
 from homa_server.providers.azure_openai.chat_response import parse_azure_completion
 from homa_server.providers.azure_openai.chat_stream import DONE, AzureChatStreamDecoder
 from homa_server.providers.azure_openai.embeddings import LIMITS as EMBED_LIMITS
 from homa_server.providers.azure_openai.embeddings import build_azure_embeddings_body, parse_embeddings
 from homa_server.providers.azure_openai.error_mapping import Origin, error_from_response
+from homa_server.providers.azure_openai.images import AzureImages
 from homa_server.providers.azure_openai.options import parse_options
 from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.settings import ProviderSettings
@@ -57,11 +59,12 @@ _USER_AGENT = "homa-gateway"
 _MAX_CACHED_URLS = 1024
 
 
-class AzureOpenAIProvider(HTTPProvider):
+class AzureOpenAIProvider(AzureAudio, AzureImages, HTTPProvider):
     """Adapter for the Azure OpenAI data plane (kind "azure_openai").
 
-    Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (embeddings.py); not
-    `TokenCountingProvider`: Azure has no counting endpoint.
+    Implements `ChatProvider`, `ModelListingProvider`, `EmbeddingProvider` (embeddings.py),
+    `TranscriptionProvider` and `SpeechProvider` (audio.py); not `TokenCountingProvider`: Azure has
+    no counting endpoint.
 
     Args:
         name: instance name from settings (used in errors and metadata).

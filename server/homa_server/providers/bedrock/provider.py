@@ -43,6 +43,7 @@ from homa_server.providers.bedrock.chat_stream import ConverseStreamDecoder
 from homa_server.providers.bedrock.embeddings import build_invoke_body, limits_for, parse_invoke_response
 from homa_server.providers.bedrock.error_mapping import error_from_response, protocol_error
 from homa_server.providers.bedrock.eventstream import Frame, FrameReader
+from homa_server.providers.bedrock.images import BedrockImages
 from homa_server.providers.bedrock.options import resolve_options
 from homa_server.settings import ProviderSettings
 
@@ -66,7 +67,7 @@ class _ModelUrls:
     invoke: httpx.URL
 
 
-class BedrockProvider(HTTPProvider):
+class BedrockProvider(BedrockImages, HTTPProvider):
     """Adapter for Amazon Bedrock Runtime's Converse API.
 
     Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and

@@ -40,12 +40,14 @@ from homa_server.providers._http import (
 from homa_server.providers._sse import SSEEvent, SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.base import CallContext, EmbeddingLimits
+from homa_server.providers.gemini.audio import GeminiAudio
 from homa_server.providers.gemini.chat_request import build_chat_body, build_count_body, model_path
 from homa_server.providers.gemini.chat_response import parse_response
 from homa_server.providers.gemini.chat_stream import GeminiStreamDecoder
 from homa_server.providers.gemini.embeddings import LIMITS as EMBED_LIMITS
 from homa_server.providers.gemini.embeddings import build_batch_embed_body, parse_batch_embed_response
 from homa_server.providers.gemini.error_mapping import error_from_response, protocol_error
+from homa_server.providers.gemini.images import GeminiImages
 from homa_server.providers.gemini.options import parse_options
 from homa_server.providers.gemini.validation import validate_model
 from homa_server.settings import ProviderSettings
@@ -73,11 +75,12 @@ class _ModelURLs:
     embed: httpx.URL
 
 
-class GeminiProvider(HTTPProvider):
+class GeminiProvider(GeminiAudio, GeminiImages, HTTPProvider):
     """Adapter for the Gemini API.
 
-    Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and
-    `EmbeddingProvider` (`batchEmbedContents`, see embeddings.py).
+    Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider`,
+    `EmbeddingProvider` (`batchEmbedContents`, see embeddings.py) and `TranscriptionProvider`
+    (audio.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).

@@ -26,6 +26,7 @@ from homa_server.providers._embedding_wire import packed_response
 from homa_server.providers._http import deadline_exceeded
 from homa_server.providers.base import CallContext, EmbeddingLimits
 from homa_server.providers.local.assets import load_minilm, model_dir
+from homa_server.providers.local.audio import LocalAudio
 from homa_server.providers.local.minilm import MiniLM
 from homa_server.settings import ProviderSettings
 
@@ -37,8 +38,9 @@ _ALIASES = frozenset({MODEL_ID, "sentence-transformers/all-minilm-l6-v2"})
 _MAX_TOKENS = 256
 
 
-class LocalProvider:
-    """Implements `EmbeddingProvider` and `ModelListingProvider` on the local CPU.
+class LocalProvider(LocalAudio):
+    """Implements `EmbeddingProvider` and `ModelListingProvider` on the local CPU, and
+    `TranscriptionProvider` / `SpeechProvider` with the optional `local-audio` extra (audio.py).
 
     Args:
         name: instance name from settings.
@@ -53,6 +55,7 @@ class LocalProvider:
         self._batch = int(options.get("batch_size", 64))
         self._threads = asyncio.Semaphore(int(options.get("threads", 1)))
         self._model: MiniLM | None = None
+        self._init_audio(options)
 
     @property
     def name(self) -> str:
@@ -68,7 +71,7 @@ class LocalProvider:
         """Nothing to release (the loaded model is shared by the process)."""
 
     async def list_models(self) -> list[str]:
-        """The one model this provider serves."""
+        """The one embedding model (the speech models of audio.py are addressed as local/<model>)."""
         return [MODEL_ID]
 
     def embedding_limits(self, model: str) -> EmbeddingLimits:

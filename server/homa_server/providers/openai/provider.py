@@ -34,11 +34,13 @@ from homa_server.providers._http import (
 from homa_server.providers._sse import SSETruncated, aiter_sse
 from homa_server.providers._streaming import SSE, open_stream
 from homa_server.providers.base import CallContext, EmbeddingLimits
+from homa_server.providers.openai.audio import OpenAIProviderAudio
 from homa_server.providers.openai.chat_request import build_chat_body
 from homa_server.providers.openai.chat_response import parse_completion
 from homa_server.providers.openai.chat_stream import DONE, ChatStreamDecoder
 from homa_server.providers.openai.embeddings import build_embeddings_body, embedding_limits, parse_embeddings
 from homa_server.providers.openai.error_mapping import error_from_response, protocol_error
+from homa_server.providers.openai.image_calls import OpenAIImages
 from homa_server.providers.openai.responses_input import build_input_tokens_body
 from homa_server.settings import ProviderSettings
 
@@ -50,11 +52,12 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _USER_AGENT = "homa-gateway"
 
 
-class OpenAIProvider(HTTPProvider):
+class OpenAIProvider(OpenAIProviderAudio, OpenAIImages, HTTPProvider):
     """Adapter for the OpenAI API and OpenAI-compatible servers.
 
     Implements `ChatProvider`, `TokenCountingProvider`, `ModelListingProvider` and
-    `EmbeddingProvider` (`POST /embeddings`, see embeddings.py).
+    `EmbeddingProvider` (`POST /embeddings`, see embeddings.py), `TranscriptionProvider` and
+    `SpeechProvider` (`/audio/*`, see audio.py).
 
     Args:
         name: instance name from settings (used in errors and metadata).
@@ -72,6 +75,8 @@ class OpenAIProvider(HTTPProvider):
         self._input_tokens_url = httpx.URL(f"{base}/responses/input_tokens")
         self._models_url = httpx.URL(f"{base}/models")
         self._embeddings_url = httpx.URL(f"{base}/embeddings")
+        self._audio_base = base
+        self._images_base = base
         self._embed_base64 = settings.kind == "openai"
         self._embedding_limits = embedding_limits(settings.options)
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}

@@ -45,6 +45,7 @@ from homa_server.providers.venice.chat_stream import DONE, VeniceStreamDecoder
 from homa_server.providers.venice.embeddings import LIMITS as EMBED_LIMITS
 from homa_server.providers.venice.embeddings import build_venice_embeddings_body, parse_embeddings
 from homa_server.providers.venice.error_mapping import error_from_response
+from homa_server.providers.venice.images import VeniceImages
 from homa_server.providers.venice.options import parse_options
 from homa_server.settings import ProviderSettings
 
@@ -61,7 +62,7 @@ _USER_AGENT = "homa-gateway"
 _DEPRECATION = "x-venice-model-deprecation-warning"
 
 
-class VeniceProvider(HTTPProvider):
+class VeniceProvider(VeniceImages, HTTPProvider):
     """Adapter for the Venice AI API (kind "venice").
 
     Implements `ChatProvider`, `ModelListingProvider` and `EmbeddingProvider` (`POST /embeddings`,
