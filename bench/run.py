@@ -30,6 +30,7 @@ import io
 import os
 import platform
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
@@ -675,9 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         for child in reversed(children):
             child.stop()
         if not args.keep_logs:
-            for path in work.iterdir():
-                path.unlink()
-            work.rmdir()
+            shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"logs kept in {work}")
     results = {

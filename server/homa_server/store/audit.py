@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import Row, String, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from homa_server.store.database import Database
@@ -66,19 +66,28 @@ def event_hash(prev_hash: str, event: Mapping[Any, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_form(event)).encode("utf-8")).hexdigest()
 
 
+#: Declared length of each string column (looked up once, not per row).
+_LENGTHS: Final[dict[str, int]] = {
+    c.name: int(c.type.length) for c in audit_events.columns if isinstance(c.type, String) and c.type.length
+}
+
+
 def _fit(name: str, value: Any) -> Any:
-    length = getattr(audit_events.c[name].type, "length", None)
-    if isinstance(value, str) and length is not None and len(value) > length:
+    length = _LENGTHS.get(name)
+    if length is not None and isinstance(value, str) and len(value) > length:
         return value[:length]
     return value
 
 
 def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
-    event = {**_DEFAULTS, **{k: v for k, v in row.items() if k in audit_events.c}}
+    event = {**_DEFAULTS, **{k: v for k, v in row.items() if k in _COLUMNS}}
     event["details"] = json.loads(json.dumps(event.get("details") or {}, default=str))
     event["time_us"] = int(event["time_us"])
     event["outcome"] = int(event["outcome"])
     return {name: _fit(name, value) for name, value in event.items()}
+
+
+_COLUMNS: Final = frozenset(c.name for c in audit_events.columns)
 
 
 async def _lock_chain_head(connection: AsyncConnection) -> None:

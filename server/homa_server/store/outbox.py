@@ -52,6 +52,8 @@ log = logging.getLogger("homa.store")
 
 #: Longest wait at close for a write in progress before it is cancelled.
 _STOP_WAIT_S = 10.0
+_USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_AUDIT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AuditRecord))
 
 Sink = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
@@ -131,11 +133,12 @@ class Outbox:
 
     def usage(self, record: UsageRecord) -> None:
         """Take one usage record (one append to the segment file, no database access)."""
-        self._append("usage", dataclasses.asdict(record))
+        self._append("usage", {name: getattr(record, name) for name in _USAGE_FIELDS})
 
     def audit(self, record: AuditRecord) -> None:
         """Take one audit record (one append to the segment file, no database access)."""
-        self._append("audit", dataclasses.asdict(record))
+        # Shallow: orjson serialises `details` itself; dataclasses.asdict would deep-copy it.
+        self._append("audit", {name: getattr(record, name) for name in _AUDIT_FIELDS})
 
     def _append(self, kind: str, row: dict[str, Any]) -> None:
         segment = self._own
@@ -284,11 +287,17 @@ class Outbox:
             self._adopted.pop(0)
 
     async def _drain(self, segment: _Segment) -> None:
-        """Write out every complete line of `segment` past its offset, one batch per transaction."""
+        """Write out every complete line of `segment` that was there when the drain began, one batch
+        per transaction.
+
+        Records appended while a batch is being written wait for the next flush: chasing the tail
+        would write tiny batches back to back under load, spending the event loop on transactions.
+        """
         if not segment.own:
             segment.size = os.fstat(segment.fd).st_size
-        while segment.offset < segment.size:
-            data = os.pread(segment.fd, min(segment.size - segment.offset, _MAX_READ), segment.offset)
+        end_of_drain = segment.size
+        while segment.offset < end_of_drain:
+            data = os.pread(segment.fd, min(end_of_drain - segment.offset, _MAX_READ), segment.offset)
             if not data:
                 break
             batch: list[tuple[str, dict[str, Any]]] = []
