@@ -15,9 +15,11 @@ Contract:
     * The writer reads new complete lines and writes them in batches (`batch_size` records) in ONE
       transaction through the sink of each kind (`sinks[kind](connection, rows)`), then advances; a
       fully written segment is deleted (rotation at `rotate_bytes`, and at `aclose()`).
-    * Delivery is at-least-once; duplicates are dropped before the sink is called (rows whose
-      `record_id` / `event_id` is already stored, see `UNIQUE_COLUMNS`), so a replay after a crash
-      between commit and advance writes nothing twice, whatever the sink does.
+    * Delivery is at-least-once: a replay after a crash between commit and advance hands the same
+      rows to the sink again, so sinks must be idempotent by their record id (`insert_usage`: ON
+      CONFLICT DO NOTHING on `record_id`; `append_audit`: skips stored `event_id`s under the chain
+      lock). The check lives in the sinks, inside their transaction and lock, where it is safe
+      against concurrent writers; the outbox does not query for it again.
     * Database trouble: records stay in the segment, the writer retries with exponential backoff
       (capped at `max_backoff_s`) and logs a warning; the request path never waits.
     * A torn last line (crash in the middle of a write) and undecodable lines are skipped with a warning.
@@ -41,12 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from homa_server.store.database import Database
 from homa_server.store.records import AuditRecord, UsageRecord
-from homa_server.store.tables import audit_events, usage_records
 
 log = logging.getLogger("homa.store")
 
@@ -57,11 +57,6 @@ _AUDIT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AuditR
 
 Sink = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
-#: Column holding each kind's unique record id: rows already stored are not given to the sink again.
-UNIQUE_COLUMNS: Mapping[str, Column[Any]] = {
-    "usage": usage_records.c.record_id,
-    "audit": audit_events.c.event_id,
-}
 _SUFFIX = ".seg"
 _MAX_READ = 8 * 1024 * 1024
 
@@ -342,28 +337,4 @@ class Outbox:
                 if sink is None:
                     log.error("outbox: no sink for kind %r; %d records dropped", kind, len(rows))
                     continue
-                fresh = await _skip_stored(connection, kind, rows)
-                if fresh:
-                    await sink(connection, fresh)
-
-
-async def _skip_stored(
-    connection: AsyncConnection, kind: str, rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Drop rows already in the database (and repeats within the batch) by their unique id."""
-    column = UNIQUE_COLUMNS.get(kind)
-    if column is None:
-        return rows
-    key = column.name
-    ids = list({str(row.get(key, "")) for row in rows})
-    stored: set[str] = set()
-    for i in range(0, len(ids), 500):
-        result = await connection.execute(select(column).where(column.in_(ids[i : i + 500])))
-        stored.update(result.scalars())
-    fresh: list[dict[str, Any]] = []
-    for row in rows:
-        ident = str(row.get(key, ""))
-        if ident not in stored:
-            stored.add(ident)
-            fresh.append(row)
-    return fresh
+                await sink(connection, rows)
